@@ -1,0 +1,72 @@
+"""textgraph: automatic differentiation over text.
+
+Text variables and LLM calls form a DAG; a loss critiques the output;
+`loss.backward()` carries critiques to every upstream variable that
+requires a gradient; an optimizer rewrites those variables.
+"""
+
+from textgraph import engines
+from textgraph.engines.context import use_engine
+from textgraph.errors import (
+    ArgumentError,
+    ConfigurationError,
+    EngineError,
+    GraphError,
+    ParseError,
+    StateDictError,
+    TextgraphError,
+)
+from textgraph.graph import ancestry, graph, to_dot, to_json, to_mermaid
+from textgraph.loss import MetricLoss, MultiFieldEvaluation, TextLoss
+from textgraph.module import Module
+from textgraph.ops import (
+    Concat,
+    FormattedLLMCall,
+    FunctionOp,
+    LLMCall,
+    Operation,
+    Sum,
+    concat,
+    function,
+    op,
+    sum,
+)
+from textgraph.optim import TGD, Update
+from textgraph.variable import Gradient, Variable
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TGD",
+    "ArgumentError",
+    "Concat",
+    "ConfigurationError",
+    "EngineError",
+    "FormattedLLMCall",
+    "FunctionOp",
+    "Gradient",
+    "GraphError",
+    "LLMCall",
+    "MetricLoss",
+    "Module",
+    "MultiFieldEvaluation",
+    "Operation",
+    "ParseError",
+    "StateDictError",
+    "Sum",
+    "TextLoss",
+    "TextgraphError",
+    "Update",
+    "Variable",
+    "ancestry",
+    "concat",
+    "engines",
+    "function",
+    "graph",
+    "op",
+    "sum",
+    "to_dot",
+    "to_json",
+    "to_mermaid",
+    "use_engine",
+]

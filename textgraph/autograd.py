@@ -1,0 +1,103 @@
+"""The backward scheduler: dependency-driven and concurrent.
+
+A variable's op runs its backward as soon as every consumer that will send
+it feedback has done so; independent branches therefore run at the same
+time, bounded only by the engine's concurrency limit. Variables that do not
+require grad are never visited. Gradients are appended in a deterministic
+order (by consumer position in the topological order), never in completion
+order, and a failed backward leaves every variable's gradients as they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from textgraph.engines.base import Engine
+from textgraph.engines.context import check_engine, default_engine
+from textgraph.errors import ArgumentError
+from textgraph.graph import ancestry
+from textgraph.ops.base import BackwardContext, distinct
+from textgraph.variable import Gradient, Variable
+
+
+async def backward(
+    root: Variable, *, engine: Engine | None = None, per_input: bool = False
+) -> None:
+    """Propagate critiques from `root` to every upstream variable that requires grad.
+
+    The engine that writes critiques: `engine` if given, else the context
+    default (`tg.use_engine`), else each op's own forward engine.
+    """
+    check_engine(engine, "backward(engine)")
+    if not root.requires_grad:
+        raise ArgumentError(
+            f"{root.id} ({root.role_description}) does not depend on any variable with "
+            "requires_grad=True, so backward has nothing to update. Mark the parameters you "
+            "want to optimize with requires_grad=True."
+        )
+    chosen = engine or default_engine()
+    order = [v for v in ancestry(root) if v.requires_grad]
+    position = {v: i for i, v in enumerate(order)}
+    pending = dict.fromkeys(order, 0)
+    for consumer in order:
+        if consumer.grad_fn is not None:
+            for v in distinct(consumer.predecessors):
+                if v.requires_grad:
+                    pending[v] += 1
+    incoming: dict[Variable, list[tuple[int, Gradient]]] = {v: [] for v in order}
+    before = {v: len(v.gradients) for v in order}
+
+    async def run(variable: Variable, group: asyncio.TaskGroup) -> None:
+        node = variable.grad_fn
+        assert node is not None
+        received = [g for _, g in incoming[variable]]
+        own = [variable.value] if variable.is_loss or variable is root else []
+        feedback = own + [g.text for g in received]
+        targets = tuple(v for v in distinct(node.inputs) if v.requires_grad)
+        if feedback:
+            ctx = BackwardContext(
+                node=node,
+                output=variable,
+                feedback=feedback,
+                received=received,
+                targets=targets,
+                engine=chosen or node.engine,
+                per_input=per_input,
+            )
+            for item in await node.op.backward(ctx):
+                gradient = Gradient(
+                    text=item.text,
+                    source=variable,
+                    operation=node.op.name,
+                    context=node.op.describe(node, elide=item.target),
+                    conversation=item.conversation,
+                )
+                incoming[item.target].append((position[variable], gradient))
+        for target in targets:
+            pending[target] -= 1
+            if pending[target] == 0:
+                release(target, group)
+
+    def release(variable: Variable, group: asyncio.TaskGroup) -> None:
+        incoming[variable].sort(key=lambda item: item[0])
+        variable.gradients.extend(g for _, g in incoming[variable])
+        if variable.grad_fn is not None:
+            group.create_task(run(variable, group))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            release(root, group)
+    except BaseExceptionGroup as failure:
+        for v, count in before.items():
+            del v.gradients[count:]
+        raise _first_leaf(failure) from None
+    except BaseException:
+        for v, count in before.items():
+            del v.gradients[count:]
+        raise
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """Surface the real error instead of an ExceptionGroup wrapper."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

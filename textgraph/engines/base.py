@@ -1,0 +1,132 @@
+"""The engine protocol and the models that cross it.
+
+Every LLM call in textgraph is one `ChatRequest` in and one `ChatResponse`
+out through `await engine.generate(request)`. Requests say what they are for
+(`purpose`) and which variables they concern, so traces, budgets and test
+doubles can tell a forward call from a backward one. When the framework
+needs a format back, `response_format` states it in machine-readable form.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import weakref
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Purpose = Literal["forward", "loss", "backward", "optimizer", "reduce", "validation"]
+PURPOSES: tuple[str, ...] = ("forward", "loss", "backward", "optimizer", "reduce", "validation")
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ResponseFormat(BaseModel):
+    """What shape the reply must have.
+
+    text: free text. json_schema: a JSON object valid against `json_schema`.
+    delimited: the answer sits between `start` and `end` markers.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["text", "json_schema", "delimited"] = "text"
+    name: str | None = None
+    json_schema: dict[str, Any] | None = None
+    start: str | None = None
+    end: str | None = None
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> ResponseFormat:
+        if self.type == "json_schema" and not self.json_schema:
+            raise ValueError("response_format type 'json_schema' needs json_schema")
+        if self.type == "delimited" and not (self.start and self.end):
+            raise ValueError("response_format type 'delimited' needs start and end markers")
+        return self
+
+
+class ChatRequest(BaseModel):
+    messages: list[Message] = Field(min_length=1)
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+    stop: list[str] | None = None
+    seed: int | None = None
+    response_format: ResponseFormat | None = None
+    purpose: Purpose = "forward"
+    variable_ids: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def prompt_text(self) -> str:
+        """All message contents joined: what rules and token counts look at."""
+        return "\n\n".join(m.content for m in self.messages)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class ChatResponse(BaseModel):
+    text: str
+    model: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+    finish_reason: str | None = "stop"
+    cached: bool = False
+
+
+class Engine(abc.ABC):
+    """Anything that answers chat requests.
+
+    Subclasses implement `_generate`; `generate` adds the per-engine
+    concurrency limit. The core only ever calls `generate`, so a duck-typed
+    object with an async `generate(request)` works too.
+    """
+
+    model_name: str = "engine"
+
+    def __init__(self, *, max_concurrency: int | None = None) -> None:
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1 (or None for no limit)")
+        self.max_concurrency = max_concurrency
+        # One semaphore per event loop: asyncio primitives are bound to a loop.
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+        self._semaphores = weakref.WeakKeyDictionary()
+
+    async def generate(self, request: ChatRequest) -> ChatResponse:
+        if self.max_concurrency is None:
+            return await self._generate(request)
+        loop = asyncio.get_running_loop()
+        semaphore = self._semaphores.get(loop)
+        if semaphore is None:
+            semaphore = self._semaphores[loop] = asyncio.Semaphore(self.max_concurrency)
+        async with semaphore:
+            return await self._generate(request)
+
+    @abc.abstractmethod
+    async def _generate(self, request: ChatRequest) -> ChatResponse: ...
+
+    def generate_sync(self, request: ChatRequest) -> ChatResponse:
+        """Blocking convenience form of `generate`."""
+        from textgraph._sync import run_sync
+
+        return run_sync(self.generate(request))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model_name!r})"
+
+
+def is_engine(obj: object) -> bool:
+    return isinstance(obj, Engine) or callable(getattr(obj, "generate", None))

@@ -1,0 +1,199 @@
+"""The graph view of a variable's ancestry: order, cycle check, export.
+
+`ancestry` is the hot path of backward: an iterative depth-first walk (no
+recursion limit on deep chains) that yields predecessors before successors
+in a stable order. The networkx view and the Mermaid/DOT/JSON exports are
+for inspection.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import networkx as nx
+
+from textgraph.errors import ArgumentError, GraphError
+from textgraph.variable import Variable
+
+
+def ancestry(root: Variable) -> list[Variable]:
+    """Every variable `root` depends on (itself last), predecessors first.
+
+    Raises GraphError on a cycle, naming the variables on it.
+    """
+    if not isinstance(root, Variable):
+        raise ArgumentError(f"expected a tg.Variable, got {type(root).__name__}")
+    order: list[Variable] = []
+    state: dict[Variable, int] = {}  # 1 = on the current path, 2 = done
+    stack: list[tuple[Variable, int]] = [(root, 0)]
+    path: list[Variable] = []
+    while stack:
+        node, child = stack.pop()
+        if child == 0:
+            if state.get(node) == 2:
+                continue
+            state[node] = 1
+            path.append(node)
+        preds = node.predecessors
+        if child < len(preds):
+            stack.append((node, child + 1))
+            pred = preds[child]
+            mark = state.get(pred)
+            if mark == 1:
+                cycle = [*path[path.index(pred) :], pred]
+                raise GraphError(
+                    "the graph has a cycle: "
+                    + " -> ".join(f"{v.id} ({v.role_description})" for v in reversed(cycle))
+                    + ". A variable cannot depend on itself; build a new Variable instead of "
+                    "feeding an output back into its own inputs."
+                )
+            if mark is None:
+                stack.append((pred, 0))
+            continue
+        state[node] = 2
+        path.pop()
+        order.append(node)
+    return order
+
+
+def kind_of(variable: Variable) -> str:
+    """parameter, input, loss, llm_output or intermediate (for colouring and export)."""
+    if variable.grad_fn is None:
+        return "parameter" if variable.requires_grad else "input"
+    if variable.is_loss:
+        return "loss"
+    return "llm_output" if variable.grad_fn.op.calls_llm else "intermediate"
+
+
+def graph(variable: Variable) -> nx.DiGraph:
+    """A networkx DiGraph of `variable`'s ancestry, keyed by variable id.
+
+    Nodes carry value, role, requires_grad, kind, op and gradients; edges go
+    from input to output and carry the op name.
+    """
+    g = nx.DiGraph()
+    for v in ancestry(variable):
+        g.add_node(
+            v.id,
+            value=v.value,
+            role=v.role_description,
+            requires_grad=v.requires_grad,
+            kind=kind_of(v),
+            op=v.grad_fn.op.name if v.grad_fn else None,
+            gradients=[gr.to_dict() for gr in v.gradients],
+        )
+        for pred in v.predecessors:
+            g.add_edge(pred.id, v.id, op=v.grad_fn.op.name if v.grad_fn else None)
+    return g
+
+
+def _as_graph(obj: Variable | nx.DiGraph) -> nx.DiGraph:
+    if isinstance(obj, Variable):
+        return graph(obj)
+    if isinstance(obj, nx.DiGraph):
+        if not nx.is_directed_acyclic_graph(obj):
+            cycle = " -> ".join(str(u) for u, _ in nx.find_cycle(obj))
+            raise GraphError(f"the graph has a cycle ({cycle}); textgraph graphs must be acyclic")
+        return obj
+    raise ArgumentError(f"expected a tg.Variable or a networkx.DiGraph, got {type(obj).__name__}")
+
+
+def _edge_critiques(g: nx.DiGraph, source: str, target: str) -> list[str]:
+    """Critiques that flowed from `target` back to `source` (stored on the source)."""
+    return [gr["text"] for gr in g.nodes[source].get("gradients", []) if gr["source"] == target]
+
+
+def _preview(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def to_json(obj: Variable | nx.DiGraph, *, with_gradients: bool = False) -> str:
+    """The graph as a JSON document: {"nodes": [...], "edges": [...]}."""
+    g = _as_graph(obj)
+    nodes = []
+    for node_id, data in g.nodes(data=True):
+        item = {"id": node_id, **{k: v for k, v in data.items() if k != "gradients"}}
+        if with_gradients:
+            item["gradients"] = data.get("gradients", [])
+        nodes.append(item)
+    edges = []
+    for u, v, data in g.edges(data=True):
+        edge: dict[str, Any] = {"source": u, "target": v, "op": data.get("op")}
+        if with_gradients:
+            edge["critiques"] = _edge_critiques(g, u, v)
+        edges.append(edge)
+    return json.dumps({"nodes": nodes, "edges": edges}, indent=2, ensure_ascii=False)
+
+
+def _mermaid_text(text: str) -> str:
+    table = {
+        '"': "#quot;",
+        "<": "#lt;",
+        ">": "#gt;",
+        "&": "#amp;",
+        "#": "#35;",
+        "\n": " ",
+        "[": "#91;",
+        "]": "#93;",
+        "|": "#124;",
+    }
+    return "".join(table.get(ch, ch) for ch in text)
+
+
+def to_mermaid(obj: Variable | nx.DiGraph, *, with_gradients: bool = False) -> str:
+    """A Mermaid flowchart; all text escaped with Mermaid entity codes."""
+    g = _as_graph(obj)
+    names = {node_id: f"n{i}" for i, node_id in enumerate(g.nodes)}
+    lines = ["flowchart TD"]
+    for node_id, data in g.nodes(data=True):
+        label = f"{data.get('role', node_id)}: {_preview(data.get('value', ''))}"
+        lines.append(
+            f'    {names[node_id]}["{_mermaid_text(label)}"]:::{data.get("kind", "input")}'
+        )
+    for u, v, data in g.edges(data=True):
+        label = data.get("op") or ""
+        if with_gradients:
+            critiques = _edge_critiques(g, u, v)
+            if critiques:
+                label += ": " + _preview(" | ".join(critiques), 120)
+        arrow = f'-->|"{_mermaid_text(label)}"|' if label else "-->"
+        lines.append(f"    {names[u]} {arrow} {names[v]}")
+    for kind, colour in _KIND_COLOURS.items():
+        lines.append(f"    classDef {kind} fill:{colour}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def to_dot(obj: Variable | nx.DiGraph, *, with_gradients: bool = False) -> str:
+    """A Graphviz DOT digraph; labels escaped for DOT strings."""
+    g = _as_graph(obj)
+    lines = ["digraph textgraph {", "  rankdir=TB;", "  node [shape=box, style=filled];"]
+    for node_id, data in g.nodes(data=True):
+        label = f"{data.get('role', node_id)}\n{_preview(data.get('value', ''))}"
+        colour = _KIND_COLOURS.get(data.get("kind", "input"), "#ffffff")
+        lines.append(
+            f'  "{_dot_text(node_id)}" [label="{_dot_text(label)}", fillcolor="{colour}"];'
+        )
+    for u, v, data in g.edges(data=True):
+        label = data.get("op") or ""
+        if with_gradients:
+            critiques = _edge_critiques(g, u, v)
+            if critiques:
+                label += "\n" + _preview(" | ".join(critiques), 120)
+        lines.append(f'  "{_dot_text(u)}" -> "{_dot_text(v)}" [label="{_dot_text(label)}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+_KIND_COLOURS = {
+    "parameter": "#ffd59e",
+    "input": "#e0e0e0",
+    "llm_output": "#b5d8ff",
+    "intermediate": "#d9f2d9",
+    "loss": "#ffb3b3",
+}

@@ -1,0 +1,22 @@
+"""Differentiable operations over text variables."""
+
+from textgraph.ops.base import BackwardContext, Feedback, Node, Operation
+from textgraph.ops.function import FunctionOp, function, op
+from textgraph.ops.llm import FormattedLLMCall, LLMCall
+from textgraph.ops.text import Concat, Sum, concat, sum
+
+__all__ = [
+    "BackwardContext",
+    "Concat",
+    "Feedback",
+    "FormattedLLMCall",
+    "FunctionOp",
+    "LLMCall",
+    "Node",
+    "Operation",
+    "Sum",
+    "concat",
+    "function",
+    "op",
+    "sum",
+]

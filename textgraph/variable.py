@@ -1,0 +1,199 @@
+"""Variable and Gradient: the nodes of a textual computation graph.
+
+A Variable holds text and a role description ("system prompt of the
+answering model"). Operations create new Variables whose `predecessors` are
+their inputs and whose `grad_fn` remembers how to send feedback back to
+those inputs. `loss.backward()` fills `.gradients` of every upstream
+variable that requires a gradient; an optimizer then rewrites `.value`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from textgraph._ids import next_variable_id
+from textgraph.errors import ArgumentError
+
+if TYPE_CHECKING:
+    from textgraph.engines.base import Engine
+    from textgraph.ops.base import Node
+
+Conversation = tuple[dict[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """One critique received by a variable.
+
+    text: the critique itself.
+    source: the successor variable the critique came from (the output of
+        the operation that consumed this variable).
+    operation: name of that operation ("llm_call", "concat", ...).
+    context: the forward call the variable took part in, rendered as text
+        with the variable's own value elided (what the optimizer shows).
+    conversation: the exact backward conversation (request messages and the
+        reply) that produced `text`; empty when no LLM call was needed.
+    """
+
+    text: str
+    source: Variable
+    operation: str
+    context: str = field(default="", repr=False)
+    conversation: Conversation = field(default=(), repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "source": self.source.id,
+            "source_role": self.source.role_description,
+            "operation": self.operation,
+            "context": self.context,
+            "conversation": [dict(m) for m in self.conversation],
+        }
+
+
+def _check_text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ArgumentError(
+            f"{what} must be a str, got {type(value).__name__} {value!r:.60}. "
+            "Convert it first, e.g. str(x)."
+        )
+    return value
+
+
+class Variable:
+    """A piece of text in a computation graph.
+
+    requires_grad=True marks a parameter (or anything whose critique you
+    want); intermediate variables require grad when any predecessor does.
+    """
+
+    def __init__(
+        self,
+        value: str,
+        *,
+        role_description: str | None = None,
+        requires_grad: bool = False,
+        name: str | None = None,
+    ) -> None:
+        self._value = _check_text(value, "Variable value")
+        if role_description is None or not str(role_description).strip():
+            raise ArgumentError(
+                "Variable needs role_description=..., a short phrase saying what this "
+                "text is (e.g. 'system prompt of the answering model'). Backward and "
+                "optimizer prompts show it to the model."
+            )
+        self.role_description: str = _check_text(role_description, "role_description")
+        if not isinstance(requires_grad, bool):
+            raise ArgumentError(f"requires_grad must be True or False, got {requires_grad!r}")
+        self.requires_grad: bool = requires_grad
+        self.id: str = next_variable_id()
+        self.name: str | None = name
+        self._predecessors: tuple[Variable, ...] = ()
+        self.grad_fn: Node | None = None
+        self.gradients: list[Gradient] = []
+        self.warnings: list[str] = []
+        self.is_loss: bool = False
+        self.score: float | None = None
+
+    @classmethod
+    def _from_op(
+        cls,
+        value: str,
+        *,
+        role_description: str,
+        node: Node,
+        is_loss: bool = False,
+    ) -> Variable:
+        """Create an operation's output; it requires grad when any input does."""
+        out = cls(value, role_description=role_description)
+        out._predecessors = node.inputs
+        out.requires_grad = any(v.requires_grad for v in node.inputs)
+        out.grad_fn = node
+        out.is_loss = is_loss
+        node.output = out
+        return out
+
+    @property
+    def value(self) -> str:
+        return self._value
+
+    @value.setter
+    def value(self, new: str) -> None:
+        self._value = _check_text(new, "Variable value")
+
+    @property
+    def predecessors(self) -> tuple[Variable, ...]:
+        """The inputs this variable was computed from, in call order."""
+        return self._predecessors
+
+    @property
+    def grad(self) -> str:
+        """All critiques received, as one readable text."""
+        return "\n\n".join(g.text for g in self.gradients)
+
+    def zero_grad(self) -> None:
+        self.gradients.clear()
+
+    def backward(self, engine: Engine | None = None, *, per_input: bool = False) -> None:
+        """Send critiques back to every upstream variable that requires grad.
+
+        This variable's own value is the starting critique (a loss *is* a
+        critique). Works in plain scripts and inside a running event loop.
+        """
+        from textgraph._sync import run_sync
+
+        run_sync(self.abackward(engine, per_input=per_input))
+
+    async def abackward(self, engine: Engine | None = None, *, per_input: bool = False) -> None:
+        """Async form of `backward`: independent branches run concurrently."""
+        from textgraph.autograd import backward
+
+        await backward(self, engine=engine, per_input=per_input)
+
+    def __str__(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        flag = ", requires_grad=True" if self.requires_grad else ""
+        text = self._value if len(self._value) <= 60 else self._value[:57] + "..."
+        return f"Variable({text!r}, role={self.role_description!r}{flag}, id={self.id!r})"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        grads = "".join(
+            f"<li><b>{escape(g.source.role_description)}</b> via {escape(g.operation)}: "
+            f"{escape(g.text)}</li>"
+            for g in self.gradients
+        )
+        return (
+            f"<div><b>{escape(self.role_description)}</b> "
+            f"<code>{escape(self.id)}</code>{' (requires grad)' if self.requires_grad else ''}"
+            f"<pre style='white-space:pre-wrap'>{escape(self._value)}</pre>"
+            + (f"<ul>{grads}</ul>" if grads else "")
+            + "</div>"
+        )
+
+
+def ensure_variable(obj: object, what: str) -> Variable:
+    """Reject anything but a Variable with a message that says how to fix it."""
+    if isinstance(obj, Variable):
+        return obj
+    hint = ""
+    if isinstance(obj, str):
+        hint = (
+            f" Wrap the text: tg.Variable({obj[:30]!r}, role_description='...')"
+            " (requires_grad=False for fixed inputs)."
+        )
+    raise ArgumentError(f"{what} must be a tg.Variable, got {type(obj).__name__}.{hint}")
+
+
+def ensure_variables(objs: Sequence[object], what: str) -> tuple[Variable, ...]:
+    if isinstance(objs, (str, Variable)) or not isinstance(objs, Sequence):
+        raise ArgumentError(f"{what} must be a list of tg.Variable, got {type(objs).__name__}")
+    if not objs:
+        raise ArgumentError(f"{what} is empty: give at least one tg.Variable")
+    return tuple(ensure_variable(o, f"{what}[{i}]") for i, o in enumerate(objs))
