@@ -45,7 +45,7 @@ class _Evaluation(Operation):
     name = "evaluation"
     calls_llm = True
 
-    def __init__(self, instruction: str | Variable, engine: Engine | None) -> None:
+    def __init__(self, instruction: str | Variable, engine: Engine | None = None) -> None:
         check_engine(engine, f"{type(self).__name__}(engine)")
         self.instruction = _instruction_variable(instruction)
         self.engine = engine

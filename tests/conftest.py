@@ -1,0 +1,49 @@
+"""Shared fixtures: scripted engines that answer by request purpose."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from textgraph.engines import ChatRequest, ScriptedCall, ScriptedEngine
+
+DEFAULT_REPLIES = {
+    "forward": "forward output",
+    "loss": "The output is wrong: it ignores the question.",
+    "backward": "The variable should ask for step-by-step counting.",
+    "optimizer": "improved value",
+    "reduce": "merged feedback",
+    "validation": "ok",
+}
+
+
+def by_purpose(**overrides: str | Callable[[ChatRequest], str]) -> Callable[[ChatRequest], str]:
+    replies = {**DEFAULT_REPLIES, **overrides}
+
+    def respond(request: ChatRequest) -> str:
+        reply = replies[request.purpose]
+        return reply(request) if callable(reply) else reply
+
+    return respond
+
+
+@pytest.fixture
+def engine() -> ScriptedEngine:
+    return ScriptedEngine(by_purpose())
+
+
+def waves(calls: list[ScriptedCall]) -> int:
+    """Length of the longest chain of calls where each started after the previous ended."""
+    depth: dict[int, int] = {}
+    for i, call in sorted(enumerate(calls), key=lambda item: item[1].start):
+        before = [
+            depth[j] for j, other in enumerate(calls) if j in depth and other.end <= call.start
+        ]
+        depth[i] = 1 + max(before, default=0)
+    return max(depth.values(), default=0)
+
+
+def overlapped(calls: list[ScriptedCall]) -> bool:
+    """True when all the calls were in flight at one moment."""
+    return max(c.start for c in calls) < min(c.end for c in calls)
