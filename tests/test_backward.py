@@ -45,8 +45,11 @@ def test_diamond_variable_used_twice_gets_two_gradients_each_with_its_context():
 
     def backward_reply(request):
         calls["n"] += 1
-        keys = json.loads(request.response_format.model_dump_json())["json_schema"]["required"] \
-            if request.response_format else []
+        keys = (
+            json.loads(request.response_format.model_dump_json())["json_schema"]["required"]
+            if request.response_format
+            else []
+        )
         text = f"critique from {'branch B' if 'prompt B' in request.prompt_text() else 'branch C'}"
         return json.dumps({k: text for k in keys}) if keys else text
 

@@ -11,8 +11,9 @@ import textgraph as tg
 
 
 def build(engine):
-    system = tg.Variable('Say "hi" <b>now</b>', role_description="system prompt",
-                         requires_grad=True)
+    system = tg.Variable(
+        'Say "hi" <b>now</b>', role_description="system prompt", requires_grad=True
+    )
     question = tg.Variable("q", role_description="question")
     answer = tg.LLMCall(engine, system)(question)
     loss = tg.TextLoss("Judge.", engine=engine)(answer)

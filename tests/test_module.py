@@ -11,18 +11,21 @@ import textgraph as tg
 
 class Hop(tg.Module):
     def __init__(self, engine, text):
-        self.call = tg.LLMCall(engine, tg.Variable(text, role_description="hop prompt",
-                                                   requires_grad=True))
+        self.call = tg.LLMCall(
+            engine, tg.Variable(text, role_description="hop prompt", requires_grad=True)
+        )
 
 
 class Pipeline(tg.Module):
     def __init__(self, engine):
-        self.system = tg.Variable("answer well", role_description="system prompt",
-                                  requires_grad=True)
+        self.system = tg.Variable(
+            "answer well", role_description="system prompt", requires_grad=True
+        )
         self.answer = tg.LLMCall(engine, self.system)  # same Variable: found once
         self.hops = [Hop(engine, "hop one"), Hop(engine, "hop two")]
-        self.notes = {"style": tg.Variable("be brief", role_description="style note",
-                                           requires_grad=True)}
+        self.notes = {
+            "style": tg.Variable("be brief", role_description="style note", requires_grad=True)
+        }
         self.fixed = tg.Variable("constant", role_description="fixed text")
 
     def forward(self, question):
@@ -31,8 +34,12 @@ class Pipeline(tg.Module):
 
 def test_named_parameters_are_found_once_in_attribute_order(engine):
     names = [n for n, _ in Pipeline(engine).named_parameters()]
-    assert names == ["system", "hops.0.call.system_prompt", "hops.1.call.system_prompt",
-                     "notes.style"]
+    assert names == [
+        "system",
+        "hops.0.call.system_prompt",
+        "hops.1.call.system_prompt",
+        "notes.style",
+    ]
 
 
 def test_module_forward_builds_a_graph_back_to_every_parameter(engine):
@@ -40,8 +47,12 @@ def test_module_forward_builds_a_graph_back_to_every_parameter(engine):
     out = module(tg.Variable("q", role_description="question"))
     tg.TextLoss("Judge.", engine=engine)(out).backward()
     got = {n: len(p.gradients) for n, p in module.named_parameters()}
-    assert got == {"system": 1, "hops.0.call.system_prompt": 1, "hops.1.call.system_prompt": 1,
-                   "notes.style": 0}
+    assert got == {
+        "system": 1,
+        "hops.0.call.system_prompt": 1,
+        "hops.1.call.system_prompt": 1,
+        "notes.style": 0,
+    }
 
 
 def test_state_dict_round_trip_through_a_file(engine, tmp_path):

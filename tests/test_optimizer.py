@@ -29,8 +29,12 @@ def markers(request):
 def test_prompt_shows_full_value_role_gradients_constraints_and_examples(engine):
     long_value = "Rule. " * 2000  # 12,000 characters: must not be truncated
     p = critiqued(engine, value=long_value)
-    opt = tg.TGD([p], engine=engine, constraints=["Keep it short.", "Mention units."],
-                 in_context_examples=["Count carefully, item by item."])
+    opt = tg.TGD(
+        [p],
+        engine=engine,
+        constraints=["Keep it short.", "Mention units."],
+        in_context_examples=["Count carefully, item by item."],
+    )
     opt.step()
     request = engine.calls_for("optimizer")[0].request
     text = request.messages[1].content

@@ -5,6 +5,8 @@ Text variables and LLM calls form a DAG; a loss critiques the output;
 requires a gradient; an optimizer rewrites those variables.
 """
 
+import logging
+
 from textgraph import engines
 from textgraph.engines.context import use_engine
 from textgraph.errors import (
@@ -35,6 +37,9 @@ from textgraph.optim import TGD, Update
 from textgraph.variable import Gradient, Variable
 
 __version__ = "0.1.0"
+
+# A library never configures logging for the application; users opt in.
+logging.getLogger("textgraph").addHandler(logging.NullHandler())
 
 __all__ = [
     "TGD",

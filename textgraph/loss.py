@@ -182,8 +182,15 @@ class MetricLoss(Operation):
         else:
             engine = resolve_engine(self.engine, what="MetricLoss explanation of a failure")
             node.engine = engine
+            origin = prediction.grad_fn
+            context = (
+                "How the prediction was produced:\n" + origin.op.describe(origin)
+                if origin is not None
+                else "(the prediction was given directly, not computed in the graph)"
+            )
             user = render_file(
                 "metric_explain_user",
+                context=context,
                 score=f"{score:g}",
                 perfect=f"{self.perfect:g}",
                 prediction_role=prediction.role_description,

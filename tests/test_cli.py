@@ -1,0 +1,48 @@
+"""The `textgraph` command and the demo it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from rich.console import Console
+
+from textgraph.cli import main
+from textgraph.datasets import generate_object_counting
+from textgraph.demo import exact_number, run_demo
+
+
+def test_demo_improves_the_prompt_and_reports_numbers_from_the_run():
+    out = io.StringIO()
+    result = asyncio.run(
+        run_demo(steps=2, batch_size=4, val_size=8, console=Console(file=out, width=200))
+    )
+    history = result["history"]
+    assert [row["step"] for row in history] == [0, 1, 2]
+    assert history[0]["val_accuracy"] < history[-1]["val_accuracy"]
+    assert history[-1]["prompt"] != history[0]["prompt"]
+    # 8 val questions per evaluation (3 evaluations) + 4 per training step
+    assert result["calls"]["forward"] == 3 * 8 + 2 * 4
+    text = out.getvalue()
+    assert f"{history[-1]['val_accuracy']:.0%}" in text
+    assert f"{sum(result['calls'].values())} LLM calls" in text
+    assert "simulated model" in text
+
+
+def test_cli_demo_exit_codes(capsys):
+    assert main(["demo", "--steps", "1", "--batch-size", "2"]) == 0
+    assert "Validation accuracy" in capsys.readouterr().out
+    assert main(["demo", "--model", "openai/gpt-4o"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown model 'openai/gpt-4o'" in err[0]
+    assert main(["demo", "--steps", "0"]) == 1
+    assert main([]) == 2
+
+
+def test_object_counting_generator_is_seeded_and_consistent():
+    first, again = generate_object_counting(20, seed=3), generate_object_counting(20, seed=3)
+    assert first == again and first != generate_object_counting(20, seed=4)
+    for example in first:
+        asked = example.question.rsplit("How many ", 1)[1].removesuffix(" do I have?")
+        assert example.answer == str(sum(q for _, q, cat in example.items if cat == asked))
+        assert exact_number(f"So the total is {example.answer}.", example.answer) == 1.0
