@@ -17,7 +17,7 @@ demo: setup
 	$(BIN)/textgraph demo
 
 lint: setup
-	$(BIN)/ruff check textgraph tests
+	$(BIN)/ruff check textgraph tests scripts
 
 test: lint
 	$(BIN)/python -m pytest

@@ -1,0 +1,73 @@
+"""Regenerate docs/prompts.md from textgraph/prompts/*.txt: python scripts/gen_prompts_doc.py"""
+
+from importlib import resources
+from pathlib import Path
+
+groups = [
+    (
+        "Backward (critic)",
+        "Sent when an op's output has feedback and some of its inputs require grad. The system prompt frames the job; the user prompt shows the forward call (one of the context templates), the feedback on its output, and the variables to critique. With one target the reply is free text; with several it is a JSON object keyed by variable (the request carries the JSON schema in `response_format`).",
+        [
+            "backward_system",
+            "backward_user",
+            "backward_targets",
+            "backward_reply_text",
+            "backward_reply_json",
+        ],
+    ),
+    (
+        "Context of a call",
+        "How each op renders its forward call inside backward prompts and, with the optimized variable's own text elided, inside optimizer prompts.",
+        [
+            "context_llm_call",
+            "context_llm_call_system",
+            "context_formatted_call",
+            "context_field",
+            "context_function",
+            "context_evaluation",
+        ],
+    ),
+    (
+        "Optimizer (TGD)",
+        "One request per parameter. The markers `{start}`/`{end}` are unique to the call and never occur in the data, so text inside the variable or its feedback cannot fake the answer block.",
+        [
+            "optimizer_system",
+            "optimizer_user",
+            "optimizer_feedback_item",
+            "optimizer_momentum",
+            "optimizer_past_value",
+            "optimizer_examples",
+            "optimizer_constraints",
+        ],
+    ),
+    (
+        "Losses",
+        "`TextLoss` and `MultiFieldEvaluation` use the evaluator prompts; `MetricLoss` asks for an explanation only when the metric's score is below perfect, and shows how the prediction was produced.",
+        ["loss_system", "loss_user", "metric_explain_system", "metric_explain_user"],
+    ),
+    (
+        "Repair turns",
+        "Sent once when a reply cannot be parsed; the model's bad reply stays in the conversation so it can see what went wrong.",
+        ["repair_json", "repair_delimited"],
+    ),
+]
+out = [
+    "# Prompts",
+    "",
+    "The backward, optimizer and loss prompts are product: they are written for capable models (GPT-4o-class, Claude, Llama-3-70B) and live as text files in `textgraph/prompts/`. This page shows each one verbatim (a test keeps it in sync).",
+    "",
+    "Templates use `{name}` placeholders, filled in a single pass: a value containing braces is inserted as is and never re-expanded. `{{` and `}}` are literal braces. Data placed inside the XML-like section tags is passed through `fence()`, which turns look-alikes of those tags (for example a `</FEEDBACK>` inside a critique) into `&lt;/FEEDBACK>` so data cannot close a section early.",
+    "",
+]
+listed = set()
+for title, text, names in groups:
+    out += [f"## {title}", "", text, ""]
+    for n in names:
+        listed.add(n)
+        body = resources.files("textgraph.prompts").joinpath(n + ".txt").read_text().rstrip("\n")
+        out += [f"### `{n}.txt`", "", "````text", body, "````", ""]
+all_names = {
+    p.name[:-4] for p in resources.files("textgraph.prompts").iterdir() if p.name.endswith(".txt")
+}
+assert all_names == listed, all_names ^ listed
+open(Path(__file__).resolve().parent.parent / "docs" / "prompts.md", "w").write("\n".join(out))
