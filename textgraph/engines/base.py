@@ -82,7 +82,7 @@ class ChatResponse(BaseModel):
     text: str
     model: str | None = None
     usage: Usage = Field(default_factory=Usage)
-    latency_s: float = 0.0
+    latency: float = 0.0  # seconds from request to response
     finish_reason: str | None = "stop"
     cached: bool = False
 

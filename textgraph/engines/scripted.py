@@ -95,7 +95,7 @@ class ScriptedEngine(Engine):
                 prompt_tokens=_word_count(request.prompt_text()),
                 completion_tokens=_word_count(text),
             ),
-            latency_s=end - start,
+            latency=end - start,
         )
         record.response, record.end = response, end
         return response
