@@ -104,6 +104,13 @@ def _edge_critiques(g: nx.DiGraph, source: str, target: str) -> list[str]:
     return [gr["text"] for gr in g.nodes[source].get("gradients", []) if gr["source"] == target]
 
 
+def _edge_label(g: nx.DiGraph, u: str, v: str, with_gradients: bool, separator: str) -> str:
+    """The op name, followed by the critiques that flowed back along the edge if asked."""
+    label = g.edges[u, v].get("op") or ""
+    critiques = _edge_critiques(g, u, v) if with_gradients else []
+    return label + separator + _preview(" | ".join(critiques), 120) if critiques else label
+
+
 def _preview(text: str, limit: int = 80) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -152,12 +159,8 @@ def to_mermaid(obj: Variable | nx.DiGraph, *, with_gradients: bool = False) -> s
         lines.append(
             f'    {names[node_id]}["{_mermaid_text(label)}"]:::{data.get("kind", "input")}'
         )
-    for u, v, data in g.edges(data=True):
-        label = data.get("op") or ""
-        if with_gradients:
-            critiques = _edge_critiques(g, u, v)
-            if critiques:
-                label += ": " + _preview(" | ".join(critiques), 120)
+    for u, v in g.edges:
+        label = _edge_label(g, u, v, with_gradients, ": ")
         arrow = f'-->|"{_mermaid_text(label)}"|' if label else "-->"
         lines.append(f"    {names[u]} {arrow} {names[v]}")
     for kind, colour in _KIND_COLOURS.items():
@@ -179,12 +182,8 @@ def to_dot(obj: Variable | nx.DiGraph, *, with_gradients: bool = False) -> str:
         lines.append(
             f'  "{_dot_text(node_id)}" [label="{_dot_text(label)}", fillcolor="{colour}"];'
         )
-    for u, v, data in g.edges(data=True):
-        label = data.get("op") or ""
-        if with_gradients:
-            critiques = _edge_critiques(g, u, v)
-            if critiques:
-                label += "\n" + _preview(" | ".join(critiques), 120)
+    for u, v in g.edges:
+        label = _edge_label(g, u, v, with_gradients, "\n")
         lines.append(f'  "{_dot_text(u)}" -> "{_dot_text(v)}" [label="{_dot_text(label)}"];')
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from textgraph._sync import run_sync
-from textgraph.engines.base import ChatRequest, Engine, Message
+from textgraph.engines.base import ChatRequest, Engine
 from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.errors import ArgumentError
 from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, llm_backward, shown
@@ -55,8 +55,9 @@ class _Evaluation(Operation):
         system = render_file("loss_system", instruction=fence(self.instruction.value))
         what = roles[0] if len(roles) == 1 else "fields"
         user = render_file("loss_user", role=what, fields=_field_block(roles, fields, None))
-        request = ChatRequest(
-            messages=[Message(role="system", content=system), Message(role="user", content=user)],
+        request = ChatRequest.from_prompts(
+            system,
+            user,
             purpose="loss",
             variable_ids=[v.id for v in fields],
         )
@@ -198,11 +199,9 @@ class MetricLoss(Operation):
                 target_role=target_role,
                 target=fence(target_text),
             )
-            request = ChatRequest(
-                messages=[
-                    Message(role="system", content=render_file("metric_explain_system")),
-                    Message(role="user", content=user),
-                ],
+            request = ChatRequest.from_prompts(
+                render_file("metric_explain_system"),
+                user,
                 purpose="loss",
                 variable_ids=[prediction.id],
             )

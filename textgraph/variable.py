@@ -9,7 +9,7 @@ variable that requires a gradient; an optimizer then rewrites `.value`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 Conversation = tuple[dict[str, str], ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Gradient:
     """One critique received by a variable.
 
@@ -191,9 +191,10 @@ def ensure_variable(obj: object, what: str) -> Variable:
     raise ArgumentError(f"{what} must be a tg.Variable, got {type(obj).__name__}.{hint}")
 
 
-def ensure_variables(objs: Sequence[object], what: str) -> tuple[Variable, ...]:
-    if isinstance(objs, (str, Variable)) or not isinstance(objs, Sequence):
+def ensure_variables(objs: Iterable[object], what: str) -> tuple[Variable, ...]:
+    if isinstance(objs, (str, Variable)) or not isinstance(objs, Iterable):
         raise ArgumentError(f"{what} must be a list of tg.Variable, got {type(objs).__name__}")
+    objs = tuple(objs)
     if not objs:
         raise ArgumentError(f"{what} is empty: give at least one tg.Variable")
     return tuple(ensure_variable(o, f"{what}[{i}]") for i, o in enumerate(objs))

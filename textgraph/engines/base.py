@@ -63,6 +63,13 @@ class ChatRequest(BaseModel):
     variable_ids: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @classmethod
+    def from_prompts(cls, system: str | None, user: str, **fields: Any) -> ChatRequest:
+        """A request of an optional system message and one user message."""
+        messages = [Message(role="system", content=system)] if system is not None else []
+        messages.append(Message(role="user", content=user))
+        return cls(messages=messages, **fields)
+
     def prompt_text(self) -> str:
         """All message contents joined: what rules and token counts look at."""
         return "\n\n".join(m.content for m in self.messages)

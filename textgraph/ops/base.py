@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from textgraph.engines.base import ChatRequest, Engine, Message
+from textgraph.engines.base import ChatRequest, Engine
 from textgraph.errors import ConfigurationError
 from textgraph.prompts import fence, load, render_file
 from textgraph.structured import call_json, call_text
@@ -127,11 +127,9 @@ async def llm_backward(
             targets=render_file("backward_targets", target_list=target_list),
             reply_instructions=reply_instructions,
         )
-        return ChatRequest(
-            messages=[
-                Message(role="system", content=load("backward_system")),
-                Message(role="user", content=user),
-            ],
+        return ChatRequest.from_prompts(
+            load("backward_system"),
+            user,
             purpose="backward",
             variable_ids=ids,
             metadata={"operation": op.name, "output_id": ctx.output.id},

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from textgraph._sync import run_sync
-from textgraph.engines.base import ChatRequest, Engine, Message
+from textgraph.engines.base import ChatRequest, Engine
 from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.errors import ArgumentError
 from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, llm_backward, shown
@@ -53,12 +53,9 @@ class _LLMOperation(Operation):
 
     async def _generate(self, inputs: tuple[Variable, ...], user_text: str) -> tuple[str, Node]:
         engine = resolve_engine(self.engine, what=f"{type(self).__name__} forward")
-        messages = []
-        if self.system_prompt is not None:
-            messages.append(Message(role="system", content=self.system_prompt.value))
-        messages.append(Message(role="user", content=user_text))
-        request = ChatRequest(
-            messages=messages,
+        request = ChatRequest.from_prompts(
+            self.system_prompt.value if self.system_prompt is not None else None,
+            user_text,
             purpose="forward",
             variable_ids=[v.id for v in inputs],
             **self.sampling,

@@ -8,7 +8,7 @@ it received from further downstream.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 from textgraph._sync import run_sync
 from textgraph.errors import ArgumentError
@@ -27,13 +27,13 @@ class Concat(Operation):
         self.separator = separator
         self.role_description = role_description
 
-    def __call__(self, variables: Sequence[Variable]) -> Variable:
+    def __call__(self, variables: Iterable[Variable]) -> Variable:
         return run_sync(self.acall(variables))
 
-    async def acall(self, variables: Sequence[Variable]) -> Variable:
+    async def acall(self, variables: Iterable[Variable]) -> Variable:
         return self.forward(variables)
 
-    def forward(self, variables: Sequence[Variable]) -> Variable:
+    def forward(self, variables: Iterable[Variable]) -> Variable:
         inputs = ensure_variables(variables, f"{type(self).__name__} input")
         role = self.role_description or self._default_role(inputs)
         node = Node(op=self, inputs=inputs)
@@ -79,9 +79,9 @@ class Sum(Concat):
         return f"sum of {len(inputs)} " + ("; ".join(roles) if len(roles) > 1 else roles[0])
 
 
-def concat(variables: Sequence[Variable], separator: str = "\n\n") -> Variable:
+def concat(variables: Iterable[Variable], separator: str = "\n\n") -> Variable:
     return Concat(separator).forward(variables)
 
 
-def sum(variables: Sequence[Variable]) -> Variable:
+def sum(variables: Iterable[Variable]) -> Variable:
     return Sum().forward(variables)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from textgraph._sync import run_sync
-from textgraph.engines.base import ChatRequest, Engine, Message
+from textgraph.engines.base import ChatRequest, Engine
 from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.errors import ArgumentError, StateDictError
 from textgraph.prompts import fence, load, render_file
@@ -189,11 +189,9 @@ class TGD:
             start=start,
             end=end,
         )
-        request = ChatRequest(
-            messages=[
-                Message(role="system", content=load("optimizer_system")),
-                Message(role="user", content=user),
-            ],
+        request = ChatRequest.from_prompts(
+            load("optimizer_system"),
+            user,
             purpose="optimizer",
             variable_ids=[parameter.id],
             **self.sampling,
