@@ -37,3 +37,57 @@ class ParseError(TextgraphError):
 
 class StateDictError(TextgraphError, ValueError):
     """A state dict or saved file does not match the module it is loaded into."""
+
+
+class ProviderError(EngineError):
+    """A provider answered with an error status.
+
+    `status` is the HTTP status (None for transport failures), `retryable`
+    says whether trying again may help, `retry_after` is the provider's hint
+    in seconds when it gave one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class AuthenticationError(ProviderError):
+    """401/403: the key is missing, wrong, or lacks permission. Never retried."""
+
+
+class RateLimitError(ProviderError):
+    """429: too many requests or tokens; retried after the provider's Retry-After."""
+
+
+class EngineTimeout(ProviderError):
+    """The provider did not answer in time (connect, read or total timeout)."""
+
+
+class MalformedResponse(ProviderError):
+    """The provider's reply was not in its documented shape (bad JSON, no choices)."""
+
+
+class TruncatedOutput(EngineError):
+    """The model hit max_tokens before writing anything usable."""
+
+
+class ContentFiltered(EngineError):
+    """The provider withheld the output (content filter / refusal)."""
+
+
+class BudgetExceeded(EngineError):
+    """The next call would exceed a tg.Budget; raised before that call is made."""
+
+
+class ReplayMiss(EngineError):
+    """A replay cassette has no recorded response for this request."""

@@ -13,20 +13,33 @@ from textgraph.engines.base import (
     ResponseFormat,
     Usage,
 )
+from textgraph.engines.cache import ResponseCache
 from textgraph.engines.context import default_engine, use_engine
+from textgraph.engines.http import HTTPEngine, RetryPolicy
+from textgraph.engines.managed import ManagedEngine
+from textgraph.engines.registry import get_engine
 from textgraph.engines.scripted import ScriptedCall, ScriptedEngine
+from textgraph.engines.usage import Budget, UsageStats, register_price
 
 __all__ = [
     "PURPOSES",
+    "Budget",
     "ChatRequest",
     "ChatResponse",
     "Engine",
+    "HTTPEngine",
+    "ManagedEngine",
     "Message",
     "Purpose",
+    "ResponseCache",
     "ResponseFormat",
+    "RetryPolicy",
     "ScriptedCall",
     "ScriptedEngine",
     "Usage",
+    "UsageStats",
     "default_engine",
+    "get_engine",
+    "register_price",
     "use_engine",
 ]

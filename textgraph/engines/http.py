@@ -1,0 +1,275 @@
+"""The shared machinery of HTTP providers: pooled client, timeouts, retries.
+
+A provider subclass says how to build its request (`build_request`) and how
+to read a successful body (`parse_body`) and an error body
+(`error_message`). This class does the rest: one pooled `httpx.AsyncClient`
+per event loop, connect/read/total timeouts, the concurrency limit and
+optional rate limits, and retries with tenacity — 408/409/429/5xx,
+connection failures and timeouts are retried with exponential backoff and
+jitter, honouring `Retry-After` / `retry-after-ms`; 400/401/403/404/422 are
+raised at once with the provider's message and a hint. API keys are
+redacted from every message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import tenacity
+
+from textgraph.engines.base import ChatRequest, ChatResponse, Engine
+from textgraph.engines.limits import RateLimiter
+from textgraph.engines.redact import redact
+from textgraph.errors import (
+    AuthenticationError,
+    EngineTimeout,
+    MalformedResponse,
+    ProviderError,
+    RateLimitError,
+)
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: attempts, total time, and the backoff curve (seconds)."""
+
+    max_attempts: int = 5
+    max_total_s: float = 120.0
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    jitter_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class HTTPCall:
+    url: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class HTTPEngine(Engine):
+    """Base class of engines that speak JSON over HTTP."""
+
+    provider = "http"
+    key_env: str | None = None
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        connect_timeout_s: float = 10.0,
+        total_timeout_s: float | None = 300.0,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int | None = 16,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        sleep: Sleep | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        default_max_tokens: int | None = None,
+    ) -> None:
+        super().__init__(max_concurrency=max_concurrency)
+        self.model_name = model
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self.timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+        self.total_timeout_s = total_timeout_s
+        self.retry = retry or RetryPolicy()
+        self.limiter = RateLimiter(requests_per_minute, tokens_per_minute)
+        self._sleep: Sleep = sleep if sleep is not None else asyncio.sleep
+        self._transport = transport
+        self.default_max_tokens = default_max_tokens
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
+        self._clients = weakref.WeakKeyDictionary()
+        self.attempts: int = 0  # every HTTP attempt, retries included (for tests and stats)
+
+    # --- what a provider defines -------------------------------------------
+
+    def build_request(self, request: ChatRequest) -> HTTPCall:
+        raise NotImplementedError
+
+    def parse_body(self, body: Any, request: ChatRequest) -> ChatResponse:
+        raise NotImplementedError
+
+    def error_message(self, body: Any) -> str:
+        """The provider's own error text from an error body."""
+        if isinstance(body, dict):
+            error = body.get("error")
+            if isinstance(error, dict) and error.get("message"):
+                return str(error["message"])
+            if isinstance(error, str):
+                return error
+        return json.dumps(body)[:300] if body is not None else ""
+
+    def hint(self, status: int, message: str) -> str:
+        if status in (401, 403):
+            env = f" (or the {self.key_env} environment variable)" if self.key_env else ""
+            return f"check the API key passed as api_key=...{env}"
+        if status == 404:
+            return f"check the model name {self.model_name!r} and base_url {self.base_url!r}"
+        return "check the model name and request parameters"
+
+    # --- the machinery -----------------------------------------------------
+
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None or client.is_closed:
+            client = httpx.AsyncClient(
+                timeout=self.timeout,
+                transport=self._transport,
+                limits=httpx.Limits(max_connections=max(self.max_concurrency or 100, 1)),
+            )
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+    async def _generate(self, request: ChatRequest) -> ChatResponse:
+        policy = self.retry
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(policy.max_attempts)
+            | tenacity.stop_after_delay(policy.max_total_s),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, ProviderError) and exc.retryable
+            ),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(request)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, ProviderError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.retry.max_total_s)
+        policy = self.retry
+        backoff = policy.initial_backoff_s * 2 ** (state.attempt_number - 1)
+        return min(backoff, policy.max_backoff_s) + random.uniform(0, policy.jitter_s)
+
+    async def _attempt(self, request: ChatRequest) -> ChatResponse:
+        call = self.build_request(request)
+        await self.limiter.acquire(_estimate_tokens(request), sleep=self._sleep)
+        self.attempts += 1
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.total_timeout_s):
+                raw = await self._client().post(call.url, headers=call.headers, json=call.body)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise EngineTimeout(
+                f"{self.provider}: no answer from {self.base_url} in time "
+                f"({type(exc).__name__}); retried automatically, raise timeout_s if the model "
+                "is slow",
+                retryable=True,
+            ) from None
+        except httpx.TransportError as exc:
+            raise ProviderError(
+                f"{self.provider}: connection to {self.base_url} failed "
+                f"({type(exc).__name__}: {self._redact(str(exc))}); is the server running?",
+                retryable=True,
+            ) from None
+        latency = time.perf_counter() - started
+        if raw.status_code >= 400:
+            raise self._status_error(raw)
+        try:
+            body = raw.json()
+        except ValueError:
+            raise MalformedResponse(
+                f"{self.provider}: the response body is not JSON "
+                f"(status {raw.status_code}, starts {self._redact(raw.text[:80])!r})",
+                status=raw.status_code,
+                retryable=True,
+            ) from None
+        response = self.parse_body(body, request)
+        return response.model_copy(update={"latency": latency})
+
+    def _status_error(self, raw: httpx.Response) -> ProviderError:
+        status = raw.status_code
+        try:
+            body: Any = raw.json()
+        except ValueError:
+            body = raw.text[:300]
+        message = self._redact(self.error_message(body) if not isinstance(body, str) else body)
+        retry_after = _retry_after(raw.headers)
+        error = body.get("error") if isinstance(body, dict) else None
+        code = error.get("code") if isinstance(error, dict) else None
+        if status == 429 and code == "insufficient_quota":
+            return RateLimitError(
+                f"{self.provider} 429: {message} (quota exhausted: add credit or use another "
+                "key; not retried)",
+                status=status,
+            )
+        if status in (401, 403):
+            return AuthenticationError(
+                f"{self.provider} {status}: {message}; {self.hint(status, message)}",
+                status=status,
+            )
+        if status in RETRYABLE_STATUS or status >= 500:
+            kind = RateLimitError if status == 429 else ProviderError
+            return kind(
+                f"{self.provider} {status}: {message or raw.reason_phrase}",
+                status=status,
+                retryable=True,
+                retry_after=retry_after,
+            )
+        return ProviderError(
+            f"{self.provider} {status}: {message}; {self.hint(status, message)}", status=status
+        )
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._api_key)
+
+    def __repr__(self) -> str:
+        key = "'***'" if self._api_key else "None"
+        return (
+            f"{type(self).__name__}(model={self.model_name!r}, base_url={self.base_url!r}, "
+            f"api_key={key})"
+        )
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from retry-after-ms or Retry-After (seconds or an HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+        except (TypeError, ValueError):
+            return None
+
+
+def _estimate_tokens(request: ChatRequest) -> int:
+    """A cheap upper-ish estimate for rate limiting: ~4 characters per token."""
+    prompt = sum(len(m.content) for m in request.messages) // 4 + 1
+    return prompt + (request.max_tokens or 0)

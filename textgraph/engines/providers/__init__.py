@@ -1,0 +1,1 @@
+"""Provider engines: each speaks one wire format."""

@@ -1,0 +1,87 @@
+"""Anthropic Messages API. `base_url` is the host root, as in the official SDK:
+requests go to `{base_url}/v1/messages`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from textgraph.engines.base import ChatRequest, ChatResponse, Usage
+from textgraph.engines.http import HTTPCall, HTTPEngine
+from textgraph.errors import ContentFiltered, MalformedResponse, TruncatedOutput
+
+OFFICIAL_BASE_URL = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+
+
+class AnthropicEngine(HTTPEngine):
+    provider = "anthropic"
+    key_env = "ANTHROPIC_API_KEY"
+
+    def build_request(self, request: ChatRequest) -> HTTPCall:
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        messages = [
+            {"role": m.role, "content": m.content} for m in request.messages if m.role != "system"
+        ]
+        body: dict[str, Any] = {
+            "model": request.model or self.model_name,
+            "max_tokens": request.max_tokens or self.default_max_tokens or DEFAULT_MAX_TOKENS,
+            "messages": messages,
+        }
+        if system:
+            body["system"] = system
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.stop:
+            body["stop_sequences"] = request.stop
+        fmt = request.response_format
+        if fmt is not None and fmt.type == "json_schema":
+            # Structured output through a forced tool call: its input is the JSON object.
+            name = fmt.name or "reply"
+            body["tools"] = [
+                {
+                    "name": name,
+                    "description": "Record the reply in the required structure.",
+                    "input_schema": fmt.json_schema,
+                }
+            ]
+            body["tool_choice"] = {"type": "tool", "name": name}
+        headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
+        if self._api_key:
+            headers["x-api-key"] = self._api_key
+        return HTTPCall(f"{self.base_url}/v1/messages", headers, body)
+
+    def parse_body(self, body: Any, request: ChatRequest) -> ChatResponse:
+        if not isinstance(body, dict) or not isinstance(body.get("content"), list):
+            raise MalformedResponse("anthropic: the response has no content list")
+        tool_inputs = [b.get("input") for b in body["content"] if b.get("type") == "tool_use"]
+        if (
+            tool_inputs
+            and request.response_format
+            and request.response_format.type == "json_schema"
+        ):
+            text = json.dumps(tool_inputs[0])
+        else:
+            text = "".join(b.get("text", "") for b in body["content"] if b.get("type") == "text")
+        stop = body.get("stop_reason")
+        if stop == "refusal":
+            raise ContentFiltered("anthropic: the model refused to answer; rephrase the input")
+        if not text and stop == "max_tokens":
+            raise TruncatedOutput(
+                "anthropic: the model stopped at max_tokens before writing any text; "
+                "raise max_tokens"
+            )
+        usage = body.get("usage") or {}
+        return ChatResponse(
+            text=text,
+            model=body.get("model") or self.model_name,
+            usage=Usage(
+                prompt_tokens=(usage.get("input_tokens") or 0)
+                + (usage.get("cache_read_input_tokens") or 0)
+                + (usage.get("cache_creation_input_tokens") or 0),
+                completion_tokens=usage.get("output_tokens") or 0,
+                cached_tokens=usage.get("cache_read_input_tokens") or 0,
+            ),
+            finish_reason={"end_turn": "stop", "max_tokens": "length"}.get(stop, stop),
+        )

@@ -1,0 +1,66 @@
+"""Ollama's native chat API (`/api/chat`, non-streaming)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textgraph.engines.base import ChatRequest, ChatResponse, Usage
+from textgraph.engines.http import HTTPCall, HTTPEngine
+from textgraph.errors import MalformedResponse, TruncatedOutput
+
+DEFAULT_HOST = "http://localhost:11434"
+
+
+def host_url(host: str | None) -> str:
+    """OLLAMA_HOST may be 'host:port' without a scheme."""
+    host = (host or DEFAULT_HOST).strip().rstrip("/")
+    return host if "://" in host else f"http://{host}"
+
+
+class OllamaEngine(HTTPEngine):
+    provider = "ollama"
+
+    def build_request(self, request: ChatRequest) -> HTTPCall:
+        options = {
+            "temperature": request.temperature,
+            "num_predict": request.max_tokens or self.default_max_tokens,
+            "seed": request.seed,
+            "stop": request.stop,
+        }
+        body: dict[str, Any] = {
+            "model": request.model or self.model_name,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": False,
+            "options": {k: v for k, v in options.items() if v is not None},
+        }
+        fmt = request.response_format
+        if fmt is not None and fmt.type == "json_schema":
+            body["format"] = fmt.json_schema
+        return HTTPCall(f"{self.base_url}/api/chat", {"Content-Type": "application/json"}, body)
+
+    def error_message(self, body: Any) -> str:
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            return body["error"]
+        return super().error_message(body)
+
+    def hint(self, status: int, message: str) -> str:
+        if status == 404:
+            return f"pull the model first: ollama pull {self.model_name}"
+        return super().hint(status, message)
+
+    def parse_body(self, body: Any, request: ChatRequest) -> ChatResponse:
+        message = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(message, dict) or "content" not in message:
+            raise MalformedResponse("ollama: the response has no message")
+        text = message["content"]
+        if not text and body.get("done_reason") == "length":
+            raise TruncatedOutput("ollama: the model stopped at num_predict before writing text")
+        return ChatResponse(
+            text=text,
+            model=body.get("model") or self.model_name,
+            usage=Usage(
+                prompt_tokens=body.get("prompt_eval_count") or 0,
+                completion_tokens=body.get("eval_count") or 0,
+            ),
+            finish_reason=body.get("done_reason") or "stop",
+        )

@@ -1,0 +1,75 @@
+"""OpenAI Chat Completions, and every server that speaks it (vLLM, llama.cpp
+server, LM Studio, Ollama's /v1, OpenRouter) through `base_url`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textgraph.engines.base import ChatRequest, ChatResponse, Usage
+from textgraph.engines.http import HTTPCall, HTTPEngine
+from textgraph.errors import ContentFiltered, MalformedResponse, TruncatedOutput
+
+OFFICIAL_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIEngine(HTTPEngine):
+    provider = "openai"
+    key_env = "OPENAI_API_KEY"
+
+    def build_request(self, request: ChatRequest) -> HTTPCall:
+        body: dict[str, Any] = {
+            "model": request.model or self.model_name,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        }
+        max_tokens = request.max_tokens or self.default_max_tokens
+        optional = {
+            "temperature": request.temperature,
+            "max_tokens": max_tokens,
+            "stop": request.stop,
+            "seed": request.seed,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        fmt = request.response_format
+        if fmt is not None and fmt.type == "json_schema":
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": fmt.name or "reply", "schema": fmt.json_schema},
+            }
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return HTTPCall(f"{self.base_url}/chat/completions", headers, body)
+
+    def parse_body(self, body: Any, request: ChatRequest) -> ChatResponse:
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not choices:
+            raise MalformedResponse(
+                "openai: the response has no choices; the server returned an empty or non-chat body"
+            )
+        choice = choices[0]
+        message = choice.get("message") or {}
+        text = message.get("content")
+        finish = choice.get("finish_reason")
+        if finish == "content_filter" or (not text and message.get("refusal")):
+            raise ContentFiltered(
+                f"openai: the provider withheld the output ({message.get('refusal') or finish}); "
+                "rephrase the input or use another model"
+            )
+        if not text and finish == "length":
+            raise TruncatedOutput(
+                "openai: the model stopped at max_tokens before writing any text; raise max_tokens"
+            )
+        if text is None:
+            raise MalformedResponse("openai: the first choice has no message content")
+        usage = body.get("usage") or {}
+        details = usage.get("prompt_tokens_details") or {}
+        return ChatResponse(
+            text=text,
+            model=body.get("model") or self.model_name,
+            usage=Usage(
+                prompt_tokens=usage.get("prompt_tokens") or 0,
+                completion_tokens=usage.get("completion_tokens") or 0,
+                cached_tokens=details.get("cached_tokens") or 0,
+            ),
+            finish_reason=finish,
+        )

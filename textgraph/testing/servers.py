@@ -1,0 +1,383 @@
+"""A local LLM server speaking the OpenAI, Anthropic and Ollama wire formats.
+
+It listens on 127.0.0.1 on a port the OS picks, answers from any engine
+(usually a ScriptedEngine), and can inject the faults real providers
+produce: 429 with Retry-After, 5xx, hangs past the client's timeout,
+connection resets, malformed JSON, truncated output. It counts requests,
+tokens (whitespace-separated) and the peak number of requests in flight.
+Use it as a context manager; it always shuts down.
+
+    with LLMTestServer(ScriptedEngine(lambda r: "hi")) as server:
+        engine = tg.get_engine("openai/test", base_url=server.openai_base_url)
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from textgraph.engines.base import ChatRequest, Engine, ResponseFormat
+
+
+@dataclass
+class Fault:
+    """One injected failure, consumed by the next matching request.
+
+    kind: "status" (reply `status` with an error body), "hang" (say nothing
+    for `seconds`, then close), "reset" (abort the TCP connection),
+    "malformed" (200 with a body that is not JSON), "truncated" (200,
+    finish_reason length and no text), "empty" (200 with no choices).
+    """
+
+    kind: str
+    status: int = 500
+    retry_after: float | None = None
+    retry_after_ms: float | None = None
+    seconds: float = 5.0
+    message: str = "injected fault"
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    body: dict[str, Any]
+    start: float
+    end: float = 0.0
+    status: int = 0
+    fault: str | None = None
+
+
+@dataclass
+class ServerStats:
+    requests: list[RecordedRequest] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+class LLMTestServer:
+    """See the module docstring. `latency` (seconds) is added to every request."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        latency: float = 0.0,
+        api_key: str | None = None,
+        max_requests: int = 10_000,
+        max_hang_s: float = 30.0,
+    ) -> None:
+        self.engine = engine
+        self.latency = latency
+        self.api_key = api_key
+        self.max_requests = max_requests
+        self.max_hang_s = max_hang_s
+        self.faults: deque[Fault] = deque()
+        self.stats = ServerStats()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def start(self) -> LLMTestServer:
+        handler = type("Handler", (_Handler,), {"server_ref": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._httpd.block_on_close = False
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="textgraph-test-server", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> LLMTestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "start the server first"
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url
+
+    @property
+    def ollama_host(self) -> str:
+        return self.url
+
+    def inject(self, *faults: Fault) -> None:
+        """Queue faults; each request consumes the next one."""
+        with self._lock:
+            self.faults.extend(faults)
+
+    @property
+    def request_count(self) -> int:
+        return len(self.stats.requests)
+
+    # --- called by the handler ---------------------------------------------
+
+    def _begin(self, path: str, body: dict[str, Any]) -> tuple[RecordedRequest, Fault | None]:
+        with self._lock:
+            record = RecordedRequest(path=path, body=body, start=time.perf_counter())
+            self.stats.requests.append(record)
+            self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+            fault = self.faults.popleft() if self.faults else None
+            record.fault = fault.kind if fault else None
+            return record, fault
+
+    def _end(self, record: RecordedRequest, status: int) -> None:
+        with self._lock:
+            self.stats.in_flight -= 1
+            record.end, record.status = time.perf_counter(), status
+
+
+def _chat_request(protocol: str, body: dict[str, Any]) -> ChatRequest:
+    """Translate a provider request body back into a ChatRequest for the engine."""
+    messages = [m for m in body.get("messages", []) if isinstance(m.get("content"), str)]
+    if protocol == "anthropic" and body.get("system"):
+        messages = [{"role": "system", "content": body["system"]}, *messages]
+    fmt = None
+    if protocol == "openai" and (body.get("response_format") or {}).get("type") == "json_schema":
+        spec = body["response_format"]["json_schema"]
+        fmt = ResponseFormat(type="json_schema", name=spec.get("name"), json_schema=spec["schema"])
+    elif protocol == "anthropic" and body.get("tools"):
+        tool = body["tools"][0]
+        fmt = ResponseFormat(
+            type="json_schema", name=tool["name"], json_schema=tool["input_schema"]
+        )
+    elif protocol == "ollama" and isinstance(body.get("format"), dict):
+        fmt = ResponseFormat(type="json_schema", json_schema=body["format"])
+    options = body.get("options") or {}
+    return ChatRequest(
+        messages=messages,
+        model=body.get("model"),
+        temperature=body.get("temperature", options.get("temperature")),
+        max_tokens=body.get("max_tokens") or options.get("num_predict"),
+        seed=body.get("seed", options.get("seed")),
+        response_format=fmt,
+        metadata={"protocol": protocol},
+    )
+
+
+def _reply_body(
+    protocol: str,
+    body: dict[str, Any],
+    text: str,
+    prompt: int,
+    completion: int,
+    finish: str = "stop",
+) -> dict[str, Any]:
+    model = body.get("model", "test-model")
+    if protocol == "openai":
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+    if protocol == "anthropic":
+        content: list[dict[str, Any]]
+        stop = {"stop": "end_turn", "length": "max_tokens"}[finish]
+        if body.get("tools") and text:
+            content = [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_test",
+                    "name": body["tools"][0]["name"],
+                    "input": json.loads(text),
+                }
+            ]
+            stop = "tool_use"
+        else:
+            content = [{"type": "text", "text": text}] if text else []
+        return {
+            "id": f"msg_{uuid.uuid4().hex[:12]}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {"input_tokens": prompt, "output_tokens": completion},
+        }
+    return {
+        "model": model,
+        "created_at": "2026-01-01T00:00:00Z",
+        "message": {"role": "assistant", "content": text},
+        "done": True,
+        "done_reason": finish,
+        "prompt_eval_count": prompt,
+        "eval_count": completion,
+    }
+
+
+def _error_body(protocol: str, status: int, message: str) -> dict[str, Any]:
+    if protocol == "anthropic":
+        kind = {401: "authentication_error", 429: "rate_limit_error", 529: "overloaded_error"}
+        return {
+            "type": "error",
+            "error": {"type": kind.get(status, "api_error"), "message": message},
+        }
+    if protocol == "ollama":
+        return {"error": message}
+    code = {401: "invalid_api_key", 429: "rate_limit_exceeded"}.get(status)
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }
+
+
+ROUTES = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic", "/api/chat": "ollama"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_ref: LLMTestServer
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between header and body
+    wbufsize = 64 * 1024  # headers and body leave in one write (flushed per request)
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence stderr logging
+        return
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]})
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:
+        server = self.server_ref
+        protocol = ROUTES.get(self.path.rstrip("/"))
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if protocol is None:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self._send(400, _error_body(protocol, 400, "request body is not JSON"))
+            return
+        record, fault = server._begin(self.path, body)
+        status = 200
+        try:
+            if server.latency:
+                server._stopping.wait(server.latency)
+            status = self._answer(server, protocol, body, fault)
+        finally:
+            server._end(record, status)
+
+    def _answer(
+        self, server: LLMTestServer, protocol: str, body: dict[str, Any], fault: Fault | None
+    ) -> int:
+        if server.request_count > server.max_requests:
+            return self._send(503, _error_body(protocol, 503, "test server request cap reached"))
+        if server.api_key is not None:
+            given = self.headers.get("x-api-key") or (
+                self.headers.get("Authorization", "").removeprefix("Bearer ")
+            )
+            if given != server.api_key:
+                # Like the real OpenAI API, echo the key that was sent: clients must redact it.
+                message = f"Incorrect API key provided: {given}."
+                return self._send(401, _error_body(protocol, 401, message))
+        if fault is not None:
+            if fault.kind == "status":
+                headers = {}
+                if fault.retry_after is not None:
+                    headers["Retry-After"] = f"{fault.retry_after:g}"
+                if fault.retry_after_ms is not None:
+                    headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
+                return self._send(
+                    fault.status, _error_body(protocol, fault.status, fault.message), headers
+                )
+            if fault.kind == "hang":
+                server._stopping.wait(min(fault.seconds, server.max_hang_s))
+                self.close_connection = True
+                return 0
+            if fault.kind == "reset":
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.close_connection = True
+                self.connection.close()
+                return 0
+            if fault.kind == "malformed":
+                return self._send_raw(200, b'{"choices": [{"message": {"content": "unfinished')
+            if fault.kind == "truncated":
+                return self._send(200, _reply_body(protocol, body, "", 0, 0, finish="length"))
+            if fault.kind == "empty" and protocol == "openai":
+                return self._send(200, {"id": "x", "object": "chat.completion", "choices": []})
+        request = _chat_request(protocol, body)
+        try:
+            text = server.engine.generate_sync(request).text  # type: ignore[attr-defined]
+        except Exception as exc:  # the scripted answer failed: report it as a server error
+            return self._send(500, _error_body(protocol, 500, f"test engine failed: {exc}"))
+        prompt, completion = _words(request.prompt_text()), _words(text)
+        with server._lock:
+            server.stats.prompt_tokens += prompt
+            server.stats.completion_tokens += completion
+        return self._send(200, _reply_body(protocol, body, text, prompt, completion))
+
+    def _send(
+        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> int:
+        return self._send_raw(status, json.dumps(payload).encode(), headers)
+
+    def _send_raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> int:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+        return status
