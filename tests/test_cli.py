@@ -26,7 +26,7 @@ def test_demo_improves_the_prompt_and_reports_numbers_from_the_run():
     text = out.getvalue()
     assert f"{history[-1]['val_accuracy']:.0%}" in text
     assert f"{sum(result['calls'].values())} LLM calls" in text
-    assert "simulated model" in text
+    assert "Model: simulated" in text
 
 
 def test_cli_demo_exit_codes(capsys, monkeypatch):
