@@ -1,0 +1,32 @@
+"""pytest fixtures: add `pytest_plugins = ["textgraph.testing.fixtures"]` to a conftest.py.
+
+def test_my_pipeline(llm_server):
+    server = llm_server(lambda request: "scripted reply", latency=0.05)
+    engine = tg.get_engine("openai/test", base_url=server.openai_base_url, cache=False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from textgraph.engines.scripted import ScriptedEngine
+from textgraph.testing.servers import LLMTestServer
+
+
+@pytest.fixture
+def llm_server() -> Iterator[Callable[..., LLMTestServer]]:
+    """A factory of started LLMTestServers, all stopped when the test ends."""
+    servers: list[LLMTestServer] = []
+
+    def start(responder: Any = None, **options: Any) -> LLMTestServer:
+        engine = ScriptedEngine(responder or (lambda request: "ok"))
+        server = LLMTestServer(engine, **options).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
