@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,11 @@ from textgraph.engines.http import RetryPolicy
 from textgraph.engines.providers.anthropic import AnthropicEngine
 from textgraph.engines.providers.openai import OpenAIEngine
 
-PAYLOADS = Path(__file__).resolve().parents[2] / "shared" / "data" / "llm_responses"
+SHARED_DATA = Path(
+    os.environ.get("TEXTGRAPH_SHARED_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
+PAYLOADS = SHARED_DATA / "llm_responses"
 needs_payloads = pytest.mark.skipif(
     not (PAYLOADS / "index.json").exists(),
     reason=f"recorded provider payloads not found at {PAYLOADS}",
