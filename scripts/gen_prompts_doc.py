@@ -46,6 +46,11 @@ groups = [
         ["loss_system", "loss_user", "metric_explain_system", "metric_explain_user"],
     ),
     (
+        "Gradient reduction (Trainer)",
+        "When a parameter's critiques (with their contexts) exceed `max_gradient_chars`, the trainer merges them in chunks of bounded size, then merges the merges, until one summary fits. Each critique is labelled with the training examples it came from.",
+        ["reduce_system", "reduce_user", "reduce_item"],
+    ),
+    (
         "Repair turns",
         "Sent once when a reply cannot be parsed; the model's bad reply stays in the conversation so it can see what went wrong.",
         ["repair_json", "repair_delimited"],

@@ -45,6 +45,8 @@ from textgraph.ops import (
     sum,
 )
 from textgraph.optim import TGD, Update
+from textgraph.runs import RunDir, RunError
+from textgraph.train import FitResult, Trainer
 from textgraph.variable import Gradient, Variable
 
 __version__ = "0.1.0"
@@ -63,6 +65,7 @@ __all__ = [
     "ContentFiltered",
     "EngineError",
     "EngineTimeout",
+    "FitResult",
     "FormattedLLMCall",
     "FunctionOp",
     "Gradient",
@@ -77,10 +80,13 @@ __all__ = [
     "ProviderError",
     "RateLimitError",
     "ReplayMiss",
+    "RunDir",
+    "RunError",
     "StateDictError",
     "Sum",
     "TextLoss",
     "TextgraphError",
+    "Trainer",
     "TruncatedOutput",
     "Update",
     "Variable",

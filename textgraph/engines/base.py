@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from textgraph.engines.observe import observed
+
 Purpose = Literal["forward", "loss", "backward", "optimizer", "reduce", "validation"]
 PURPOSES: tuple[str, ...] = ("forward", "loss", "backward", "optimizer", "reduce", "validation")
 
@@ -113,6 +115,9 @@ class Engine(abc.ABC):
         self._semaphores = weakref.WeakKeyDictionary()
 
     async def generate(self, request: ChatRequest) -> ChatResponse:
+        return await observed(request, lambda: self._limited(request))
+
+    async def _limited(self, request: ChatRequest) -> ChatResponse:
         if self.max_concurrency is None:
             return await self._generate(request)
         loop = asyncio.get_running_loop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from textgraph.engines.base import ChatRequest, ChatResponse
+from textgraph.engines.base import ChatRequest, ChatResponse, Usage
 from textgraph.errors import ArgumentError, BudgetExceeded
 
 # USD per million tokens (input, output). Extend with register_price().
@@ -90,6 +90,18 @@ class UsageStats:
         self.total.add(response, cost)
         self.by_purpose.setdefault(request.purpose, Counts()).add(response, cost)
         return cost
+
+    def add_record(
+        self, purpose: str, prompt_tokens: int, completion_tokens: int, cached: bool, cost: float
+    ) -> None:
+        """Count a call read back from a trace."""
+        response = ChatResponse(
+            text="",
+            cached=cached,
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+        )
+        self.total.add(response, cost)
+        self.by_purpose.setdefault(purpose, Counts()).add(response, cost)
 
     def as_dict(self) -> dict[str, object]:
         def row(c: Counts) -> dict[str, object]:

@@ -8,6 +8,7 @@ from typing import Any
 from textgraph._sync import run_sync
 from textgraph.engines.base import ChatRequest, Engine
 from textgraph.engines.context import check_engine, resolve_engine
+from textgraph.engines.observe import current_forward_purpose
 from textgraph.errors import ArgumentError
 from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, llm_backward, shown
 from textgraph.prompts import fence, placeholders, render, render_file
@@ -56,7 +57,7 @@ class _LLMOperation(Operation):
         request = ChatRequest.from_prompts(
             self.system_prompt.value if self.system_prompt is not None else None,
             user_text,
-            purpose="forward",
+            purpose=current_forward_purpose(),
             variable_ids=[v.id for v in inputs],
             **self.sampling,
         )

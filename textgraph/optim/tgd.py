@@ -177,7 +177,9 @@ class TGD:
                 + "\n"
             )
         data = parameter.value + feedback + momentum + examples + constraints
-        start, end = unique_markers(data, f"{parameter.id}|{step}")
+        # Seeded by position and step, not the process-local id: a resumed run sends the same
+        # bytes, so cache and replay keys match the uninterrupted run.
+        start, end = unique_markers(data, f"{self.parameters.index(parameter)}|{step}")
         user = render_file(
             "optimizer_user",
             role=parameter.role_description,

@@ -1,0 +1,213 @@
+"""The run directory: what a training run leaves on disk, and how it is read back.
+
+    run_dir/
+      config.json       trainer settings, data sizes and fingerprints (no secrets)
+      trace.jsonl       every LLM call: step, purpose, variables, request, response, usage
+      steps.jsonl       one line per step: batch, gradients, candidates, scores, decision
+      checkpoints/      step-NNNN.json: parameters, optimizer and trainer state after a step
+      best.json         the best parameters so far and their validation score
+      summary.json      scores, calls, tokens, cost, time, why the run stopped
+
+Whole files are written atomically (temp file, fsync, rename). JSONL files
+are appended a line at a time with fsync; a line cut short by a crash is
+dropped when the run is read or resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from textgraph._io import atomic_write_json
+from textgraph.errors import TextgraphError
+
+
+class RunError(TextgraphError):
+    """A run directory cannot be used as asked (different config, corrupt files)."""
+
+
+class TraceRecord(BaseModel):
+    step: int
+    phase: str
+    purpose: str
+    variable_ids: list[str] = Field(default_factory=list)
+    operation: str | None = None
+    model: str | None = None
+    messages: list[dict[str, str]]
+    response: str | None = None
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    started_s: float = 0.0
+
+
+class GradientRecord(BaseModel):
+    text: str
+    source_role: str
+    operation: str
+    example: int | None = None
+
+
+class CandidateRecord(BaseModel):
+    parameter: str
+    old_value: str
+    new_value: str
+    status: (
+        str  # proposed | unchanged | rejected: too long | rejected: copies ... | optimizer failed
+    )
+    warning: str | None = None
+
+
+class StepRecord(BaseModel):
+    step: int
+    batch: list[int]
+    errors: list[str] = Field(default_factory=list)
+    train_scores: list[float | None] = Field(default_factory=list)
+    gradients: dict[str, list[GradientRecord]] = Field(default_factory=dict)
+    reduced: dict[str, str] = Field(default_factory=dict)
+    candidates: list[CandidateRecord] = Field(default_factory=list)
+    val_score: float | None = None
+    best_score: float | None = None
+    decision: str
+    reason: str
+    calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+
+
+class TrainerState(BaseModel):
+    step: int
+    best_score: float | None
+    current_score: float | None
+    rejections_in_a_row: int = 0
+    errors: int = 0
+    calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+
+
+class Checkpoint(BaseModel):
+    format: str = "textgraph.checkpoint"
+    version: int = 1
+    parameters: dict[str, Any]
+    best_parameters: dict[str, Any]
+    optimizer: dict[str, Any]
+    trainer: TrainerState
+
+
+class Summary(BaseModel):
+    steps: int
+    stopped: str
+    initial_val_score: float | None
+    best_val_score: float | None
+    test_score: float | None
+    accepted_steps: int
+    calls: int
+    cached_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    seconds: float
+    by_purpose: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    final_parameters: dict[str, str] = Field(default_factory=dict)
+
+
+def append_jsonl(path: Path, record: BaseModel) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(record.model_dump_json() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl(path: Path, model: type[BaseModel]) -> list[Any]:
+    """Parse every complete line; a final line cut short by a crash is ignored."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(model.model_validate_json(line))
+        except ValidationError as exc:
+            if number >= len(lines) - 1:  # the last line: an interrupted append
+                break
+            raise RunError(f"{path} line {number} is not a valid {model.__name__}: {exc}") from None
+    return records
+
+
+def rewrite_jsonl(path: Path, records: list[BaseModel]) -> None:
+    """Replace a JSONL file atomically (used to drop lines past a checkpoint on resume)."""
+    from textgraph._io import atomic_write_text
+
+    atomic_write_text(path, "".join(r.model_dump_json() + "\n" for r in records))
+
+
+class RunDir:
+    """Paths and safe reads/writes for one run directory."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.config = self.path / "config.json"
+        self.trace = self.path / "trace.jsonl"
+        self.steps = self.path / "steps.jsonl"
+        self.checkpoints = self.path / "checkpoints"
+        self.best = self.path / "best.json"
+        self.summary = self.path / "summary.json"
+
+    def exists(self) -> bool:
+        return self.config.exists()
+
+    def create(self, config: dict[str, Any]) -> None:
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        for stale in (self.trace, self.steps, self.best, self.summary):
+            stale.unlink(missing_ok=True)
+        for old in self.checkpoints.glob("step-*.json"):
+            old.unlink()
+        atomic_write_json(self.config, config)
+
+    def read_config(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunError(f"cannot read {self.config}: {exc}") from None
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:04d}.json"
+
+    def write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        atomic_write_json(
+            self.checkpoint_path(checkpoint.trainer.step), checkpoint.model_dump(mode="json")
+        )
+
+    def latest_checkpoint(self) -> tuple[Checkpoint | None, list[str]]:
+        """The newest readable checkpoint, and a note for each corrupt one skipped."""
+        skipped = []
+        for path in sorted(self.checkpoints.glob("step-*.json"), reverse=True):
+            try:
+                return Checkpoint.model_validate_json(path.read_text(encoding="utf-8")), skipped
+            except (OSError, ValueError) as exc:
+                first = str(exc).splitlines()[0]
+                skipped.append(f"{path} is corrupt ({first}); using the one before it")
+        return None, skipped
+
+    def read_steps(self) -> list[StepRecord]:
+        return read_jsonl(self.steps, StepRecord)
+
+    def read_trace(self) -> list[TraceRecord]:
+        return read_jsonl(self.trace, TraceRecord)
+
+    def read_summary(self) -> Summary | None:
+        if not self.summary.exists():
+            return None
+        return Summary.model_validate_json(self.summary.read_text(encoding="utf-8"))
