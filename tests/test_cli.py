@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from pathlib import Path
 
 from rich.console import Console
 
@@ -63,3 +64,44 @@ def test_cache_stats_and_clear(tmp_path, capsys):
     assert main(["cache", "clear", "--path", str(path)]) == 0
     assert "removed 3" in capsys.readouterr().out
     assert ResponseCache(path).stats()["entries"] == 0
+
+
+SCRIPT = """
+from tests.trainer_task import make_trainer
+
+def build(model=None, run_dir=None):
+    return make_trainer(run_dir)
+
+def not_a_trainer():
+    return 42
+"""
+
+
+def test_run_and_show_a_training_script(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # so the script finds `tests`
+    script = tmp_path / "train_script.py"
+    script.write_text(SCRIPT)
+    run_dir = tmp_path / "run"
+    assert main(["run", f"{script}:build", "--run-dir", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "best val 1.000" in out and "step 2: system rewritten" in out
+
+    assert main(["run", f"{script}:build", "--run-dir", str(run_dir)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a run" in err[0] and "--resume" in err[0]
+    assert main(["run", f"{script}:build", "--run-dir", str(run_dir), "--resume"]) == 0
+    capsys.readouterr()
+
+    assert main(["show", str(run_dir), "--step", "2"]) == 0
+    detail = capsys.readouterr().out
+    assert "gradients of system" in detail and "candidate for system: proposed" in detail
+    assert "should tell the model to repeat the number" in detail
+    assert main(["show", str(run_dir), "--step", "9"]) == 1
+    assert "has no step 9" in capsys.readouterr().err
+
+    assert main(["run", f"{script}:not_a_trainer"]) == 1
+    assert "must return a tg.Trainer" in capsys.readouterr().err
+    assert main(["run", f"{script}:missing"]) == 1
+    assert "no function 'missing'" in capsys.readouterr().err
+    assert main(["show", str(tmp_path / "nowhere")]) == 1
+    assert "not a run directory" in capsys.readouterr().err

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
+import inspect
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from textgraph import __version__
 from textgraph.errors import ArgumentError, TextgraphError
@@ -29,6 +34,65 @@ def _demo(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     )
+    return 0
+
+
+def _load_target(target: str) -> Callable[..., Any]:
+    """'path/to/script.py:func' or 'package.module:func' -> the function."""
+    where, sep, name = target.rpartition(":")
+    if not sep or not where or not name:
+        raise ArgumentError(f"expected SCRIPT.py:FUNC or MODULE:FUNC, got {target!r}")
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.exists():
+            raise ArgumentError(f"no script at {path}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.path[:0] = [str(path.resolve().parent), os.getcwd()]
+        spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, os.getcwd())
+        module = importlib.import_module(where)
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise ArgumentError(f"{where} has no function {name!r}")
+    return function
+
+
+def _run(args: argparse.Namespace) -> int:
+    from textgraph.report.terminal import show_run
+    from textgraph.train import Trainer
+
+    build = _load_target(args.target)
+    accepted = inspect.signature(build).parameters
+    options = {
+        k: v
+        for k, v in (("model", args.model), ("run_dir", args.run_dir))
+        if k in accepted and v is not None
+    }
+    trainer = build(**options)
+    if not isinstance(trainer, Trainer):
+        raise ArgumentError(
+            f"{args.target} returned {type(trainer).__name__}; it must return a tg.Trainer "
+            "(textgraph run calls fit() itself)"
+        )
+    if args.run_dir is not None:
+        trainer.run_dir = args.run_dir
+    result = trainer.fit(resume=args.resume, force=args.force)
+    if trainer.run_dir is not None:
+        show_run(str(trainer.run_dir))
+    else:
+        print(
+            f"stopped: {result.stopped}; best val {result.best_val_score}; test {result.test_score}"
+        )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from textgraph.report.terminal import show_run
+
+    show_run(args.run_dir, step=args.step)
     return 0
 
 
@@ -77,6 +141,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the generated questions")
     demo.set_defaults(handler=_demo)
 
+    run = commands.add_parser(
+        "run",
+        help="run a training script: FUNC builds and returns a tg.Trainer",
+        description="Import SCRIPT.py:FUNC or MODULE:FUNC, call it (with model= and run_dir= "
+        "if it takes them), and fit the tg.Trainer it returns.",
+    )
+    run.add_argument("target", help="SCRIPT.py:FUNC or package.module:FUNC")
+    run.add_argument("--model", help="model string passed to FUNC as model=")
+    run.add_argument("--run-dir", help="run directory (overrides the trainer's)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite a run dir, or resume one whose config differs",
+    )
+    run.set_defaults(handler=_run)
+
+    show = commands.add_parser(
+        "show",
+        help="show a run: steps, decisions, gradients, rewrites",
+        description="Terminal view of a run directory: the steps with their decisions and "
+        "scores, and the word diff of each accepted rewrite; --step N shows one step's "
+        "critiques per parameter and candidates.",
+    )
+    show.add_argument("run_dir")
+    show.add_argument("--step", type=int, help="show one step in detail")
+    show.set_defaults(handler=_show)
+
     cache = commands.add_parser(
         "cache",
         help="inspect or clear the on-disk response cache",
@@ -97,15 +189,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args)
-    except (TextgraphError, OSError) as exc:
-        if args.debug:
-            raise
-        print(f"textgraph: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("textgraph: interrupted", file=sys.stderr)
         return 130
-
+    except Exception as exc:  # one clear line for users; --debug shows the traceback
+        if args.debug:
+            raise
+        known = isinstance(exc, (TextgraphError, OSError))
+        kind = "" if known else f"{type(exc).__name__}: "
+        hint = "" if known else " (run with --debug for the traceback)"
+        print(f"textgraph: error: {kind}{exc}{hint}", file=sys.stderr)
+        return 1
 
 if __name__ == "__main__":
     sys.exit(main())

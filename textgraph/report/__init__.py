@@ -1,0 +1,1 @@
+"""Human-facing views: terminal (rich) now, the HTML report later."""
