@@ -197,3 +197,19 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert all(t.latency_s >= 0.05 for t in trace if t.step <= 2)
     assert all(t.latency_s < 0.05 for t in trace if t.step > 2)
     assert resumed.summary.calls == full.summary.calls == len(trace)
+
+
+def test_failures_only_critiques_failing_examples_plus_a_few_passing():
+    seen: list[str] = []
+    trainer = make_trainer(max_steps=1, failures_only=True, keep_passing=1)
+    inner = trainer.loss_fn
+
+    def counting(output, example):
+        seen.append(example["question"])
+        return inner(output, example)
+
+    trainer.loss_fn = counting
+    result = trainer.fit()
+    scores = result.history[0].train_scores
+    assert scores.count(0.0) == 2 and scores.count(1.0) == 2  # batch [5, 0, 3, 2]
+    assert len(seen) == 3  # two failing + one passing
