@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-local demo test test-fast lint clean
+.PHONY: setup setup-local demo test test-fast lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ demo: setup-local
 	$(BIN)/textgraph demo
 
 lint: setup
-	$(BIN)/ruff check textgraph tests scripts
+	$(BIN)/ruff check textgraph tests scripts bench
 
 # Every tier: unit, protocol (local servers), real model (SmolLM2 in process and over HTTP).
 test: setup-local lint
@@ -33,6 +33,10 @@ test: setup-local lint
 # Without the real-model tier (no llama.cpp build needed).
 test-fast: lint
 	$(BIN)/python -m pytest -m "not real_model"
+
+# textgraph vs TextGrad on a local server (bench/.venv, ~10 minutes); see docs/performance.md
+bench:
+	bash bench/run.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -201,5 +201,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"textgraph: error: {kind}{exc}{hint}", file=sys.stderr)
         return 1
 
+
 if __name__ == "__main__":
     sys.exit(main())

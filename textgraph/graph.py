@@ -57,6 +57,33 @@ def ancestry(root: Variable) -> list[Variable]:
     return order
 
 
+def critical_path_calls(root: Variable, *, optimizer_step: bool = True) -> int:
+    """The longest chain of dependent LLM calls of one step ending in `root`.
+
+    Forward: LLM ops on the longest path into the loss. Backward: ops on the
+    longest path from the loss to a parameter whose backward asks an LLM.
+    Plus one optimizer call. A step's wall time cannot beat this times the
+    latency of one call; textgraph's scheduler aims to approach it.
+    """
+    order = ancestry(root)
+    forward: dict[Variable, int] = {}
+    for v in order:
+        own = int(v.grad_fn is not None and v.grad_fn.op.calls_llm)
+        forward[v] = own + max((forward[p] for p in v.predecessors), default=0)
+    backward: dict[Variable, int] = {v: 0 for v in order}
+    longest = 0
+    for v in reversed(order):  # successors before predecessors
+        if v.grad_fn is None or not v.requires_grad:
+            continue
+        step = int(v.grad_fn.op.backward_calls_llm)
+        for p in v.predecessors:
+            if p.requires_grad:
+                backward[p] = max(backward[p], backward[v] + step)
+                if p.grad_fn is None:
+                    longest = max(longest, backward[p])
+    return forward[root] + longest + int(optimizer_step)
+
+
 def kind_of(variable: Variable) -> str:
     """parameter, input, loss, llm_output or intermediate (for colouring and export)."""
     if variable.grad_fn is None:

@@ -44,6 +44,7 @@ class _Evaluation(Operation):
 
     name = "evaluation"
     calls_llm = True
+    backward_calls_llm = False  # the critique passes straight to the evaluated text
 
     def __init__(self, instruction: str | Variable, engine: Engine | None = None) -> None:
         check_engine(engine, f"{type(self).__name__}(engine)")
@@ -151,6 +152,7 @@ class MetricLoss(Operation):
 
     name = "metric_loss"
     calls_llm = True
+    backward_calls_llm = False
 
     def __init__(self, metric: Metric, engine: Engine | None = None, *, perfect: float = 1.0):
         if not callable(metric):

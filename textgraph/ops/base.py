@@ -68,7 +68,8 @@ class Operation:
     """
 
     name: str = "op"
-    calls_llm: bool = False
+    calls_llm: bool = False  # forward makes an LLM call
+    backward_calls_llm: bool = True  # backward asks an LLM (False: passes feedback through)
 
     async def backward(self, ctx: BackwardContext) -> list[Feedback]:
         raise NotImplementedError

@@ -20,6 +20,7 @@ class Concat(Operation):
     """`Concat(separator)(variables) -> Variable` joining the values."""
 
     name = "concat"
+    backward_calls_llm = False
 
     def __init__(self, separator: str = "\n\n", *, role_description: str | None = None) -> None:
         if not isinstance(separator, str):

@@ -13,6 +13,7 @@ Use it as a context manager; it always shuts down.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import struct
@@ -91,6 +92,8 @@ class LLMTestServer:
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -103,7 +106,16 @@ class LLMTestServer:
             target=self._httpd.serve_forever, name="textgraph-test-server", daemon=True
         )
         self._thread.start()
+        # One event loop answers every request (a loop per request costs ~1 ms each).
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever,
+                                             name="textgraph-test-server-engine", daemon=True)
+        self._loop_thread.start()
         return self
+
+    def _answer_with_engine(self, request: ChatRequest) -> str:
+        future = asyncio.run_coroutine_threadsafe(self.engine.generate(request), self._loop)
+        return future.result(timeout=300).text
 
     def stop(self) -> None:
         self._stopping.set()
@@ -114,6 +126,11 @@ class LLMTestServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(timeout=5)
+            self._loop.close()
+            self._loop = None
 
     def __enter__(self) -> LLMTestServer:
         return self.start()
@@ -289,13 +306,30 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/") == "/v1/models":
+        if self.path == "/_stats":  # for harnesses running the server in another process
+            stats = self.server_ref.stats
+            self._send(
+                200,
+                {
+                    "requests": len(stats.requests),
+                    "max_in_flight": stats.max_in_flight,
+                    "prompt_tokens": stats.prompt_tokens,
+                    "completion_tokens": stats.completion_tokens,
+                },
+            )
+        elif self.path.rstrip("/") == "/v1/models":
             self._send(200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]})
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
     def do_POST(self) -> None:
         server = self.server_ref
+        if self.path == "/_reset":
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with server._lock:
+                server.stats = ServerStats()
+            self._send(200, {"reset": True})
+            return
         protocol = ROUTES.get(self.path.rstrip("/"))
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
@@ -358,7 +392,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, {"id": "x", "object": "chat.completion", "choices": []})
         request = _chat_request(protocol, body)
         try:
-            text = server.engine.generate_sync(request).text  # type: ignore[attr-defined]
+            text = server._answer_with_engine(request)
         except Exception as exc:  # the scripted answer failed: report it as a server error
             return self._send(500, _error_body(protocol, 500, f"test engine failed: {exc}"))
         prompt, completion = _words(request.prompt_text()), _words(text)

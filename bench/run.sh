@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Build bench/.venv (textgraph from this checkout + TextGrad 0.1.8) and run the comparison.
+# Usage: bench/run.sh [harness options, e.g. --name quick --batches 1,8 --repeats 3]
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+VENV="$HERE/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+fi
+"$VENV/bin/python" -m pip install --quiet -r "$HERE/requirements.txt" -e "$HERE/.."
+export XDG_CACHE_HOME="$(mktemp -d)"          # no framework's disk cache may answer
+export LITELLM_LOCAL_MODEL_COST_MAP=True      # TextGrad's litellm import must not reach out
+export CI=1                                   # no progress bars
+"$VENV/bin/python" "$HERE/harness.py" "$@"
