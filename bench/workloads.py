@@ -86,9 +86,19 @@ def textgraph_step(base_url: str, batch: int, repeats: int, concurrency: int = 3
 
 def textgraph_overhead(ops: int) -> dict:
     import textgraph as tg
-    from textgraph.engines import ScriptedEngine
+    from textgraph.engines import ChatResponse, Engine
 
-    engine = ScriptedEngine(lambda request: "ok")
+    class Instant(Engine):
+        """Answers at once, like TextGrad's Instant below; JSON when a schema is asked."""
+
+        async def _generate(self, request: Any) -> ChatResponse:
+            fmt = request.response_format
+            if fmt is not None and fmt.type == "json_schema":
+                keys = fmt.json_schema["properties"]
+                return ChatResponse(text=json.dumps(dict.fromkeys(keys, "ok")))
+            return ChatResponse(text="ok")
+
+    engine = Instant()
     chains, depth = 100, ops // 100
 
     async def run() -> float:

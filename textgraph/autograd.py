@@ -11,6 +11,7 @@ order, and a failed backward leaves every variable's gradients as they were.
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from textgraph.engines.base import Engine
 from textgraph.engines.context import check_engine, default_engine
@@ -69,8 +70,8 @@ async def backward(
                     text=item.text,
                     source=variable,
                     operation=node.op.name,
-                    context=node.op.describe(node, elide=item.target),
                     conversation=item.conversation,
+                    render=functools.partial(node.op.describe, node, elide=item.target),
                 )
                 incoming[item.target].append((position[variable], gradient))
         for target in targets:

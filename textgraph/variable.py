@@ -9,8 +9,7 @@ variable that requires a gradient; an optimizer then rewrites `.value`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from textgraph._ids import next_variable_id
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
 Conversation = tuple[dict[str, str], ...]
 
 
-@dataclass(frozen=True, eq=False)
 class Gradient:
     """One critique received by a variable.
 
@@ -33,15 +31,39 @@ class Gradient:
     operation: name of that operation ("llm_call", "concat", ...).
     context: the forward call the variable took part in, rendered as text
         with the variable's own value elided (what the optimizer shows).
+        Backward passes `render` instead, so it is built only when read.
     conversation: the exact backward conversation (request messages and the
         reply) that produced `text`; empty when no LLM call was needed.
     """
 
-    text: str
-    source: Variable
-    operation: str
-    context: str = field(default="", repr=False)
-    conversation: Conversation = field(default=(), repr=False)
+    __slots__ = ("_context", "_render", "conversation", "operation", "source", "text")
+
+    def __init__(
+        self,
+        text: str,
+        source: Variable,
+        operation: str,
+        context: str = "",
+        conversation: Conversation = (),
+        *,
+        render: Callable[[], str] | None = None,
+    ) -> None:
+        self.text, self.source, self.operation = text, source, operation
+        self.conversation = conversation
+        self._context: str | None = None if render is not None else context
+        self._render = render
+
+    @property
+    def context(self) -> str:
+        if self._context is None:
+            self._context = self._render() if self._render is not None else ""
+            self._render = None
+        return self._context
+
+    def __repr__(self) -> str:
+        return (
+            f"Gradient({self.text!r:.80}, source={self.source.id!r}, operation={self.operation!r})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -108,8 +108,9 @@ class LLMTestServer:
         self._thread.start()
         # One event loop answers every request (a loop per request costs ~1 ms each).
         self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(target=self._loop.run_forever,
-                                             name="textgraph-test-server-engine", daemon=True)
+        self._loop_thread = threading.Thread(
+            target=self._loop.run_forever, name="textgraph-test-server-engine", daemon=True
+        )
         self._loop_thread.start()
         return self
 
@@ -298,6 +299,7 @@ ROUTES = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic", "/api/c
 
 class _Handler(BaseHTTPRequestHandler):
     server_ref: LLMTestServer
+    _deadline = 0.0  # perf_counter time before which no response is sent
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # no 40 ms delayed-ACK stalls between header and body
     wbufsize = 64 * 1024  # headers and body leave in one write (flushed per request)
@@ -342,10 +344,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, _error_body(protocol, 400, "request body is not JSON"))
             return
         record, fault = server._begin(self.path, body)
+        # The reply is computed first and sent when the latency has passed, so threads that
+        # wake together only write bytes: the latency stays fixed under concurrency.
+        self._deadline = record.start + server.latency
         status = 200
         try:
-            if server.latency:
-                server._stopping.wait(server.latency)
             status = self._answer(server, protocol, body, fault)
         finally:
             server._end(record, status)
@@ -407,6 +410,9 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send_raw(status, json.dumps(payload).encode(), headers)
 
     def _send_raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> int:
+        remaining = self._deadline - time.perf_counter()
+        if remaining > 0:
+            self.server_ref._stopping.wait(remaining)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
