@@ -7,7 +7,7 @@ requires a gradient; an optimizer rewrites those variables.
 
 import logging
 
-from textgraph import engines
+from textgraph import engines, report
 from textgraph.engines.context import use_engine
 from textgraph.engines.registry import get_engine
 from textgraph.engines.usage import Budget
@@ -45,6 +45,7 @@ from textgraph.ops import (
     sum,
 )
 from textgraph.optim import TGD, Update
+from textgraph.report.terminal import show
 from textgraph.runs import RunDir, RunError
 from textgraph.train import FitResult, Trainer
 from textgraph.variable import Gradient, Variable
@@ -97,6 +98,8 @@ __all__ = [
     "get_engine",
     "graph",
     "op",
+    "report",
+    "show",
     "sum",
     "to_dot",
     "to_json",

@@ -96,6 +96,14 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from textgraph.report.html import write_report
+
+    out = write_report(args.run_dir, args.output)
+    print(f"wrote {out} (self-contained; open it in any browser, offline)")
+    return 0
+
+
 def _cache(args: argparse.Namespace) -> int:
     from textgraph.engines.cache import ResponseCache, default_cache_path
 
@@ -168,6 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_dir")
     show.add_argument("--step", type=int, help="show one step in detail")
     show.set_defaults(handler=_show)
+
+    report = commands.add_parser(
+        "report",
+        help="write a self-contained HTML report of a run",
+        description="One HTML file with no external assets: the computation graph of each "
+        "step (click a node for its value and critiques), the step timeline with diffs, "
+        "and charts of scores, calls, tokens and cost.",
+    )
+    report.add_argument("run_dir")
+    report.add_argument("-o", "--output", default="report.html", help="file to write")
+    report.set_defaults(handler=_report)
 
     cache = commands.add_parser(
         "cache",

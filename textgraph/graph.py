@@ -93,13 +93,22 @@ def kind_of(variable: Variable) -> str:
     return "llm_output" if variable.grad_fn.op.calls_llm else "intermediate"
 
 
-def graph(variable: Variable) -> nx.DiGraph:
+class TextGraph(nx.DiGraph):
+    """A networkx DiGraph that notebooks display as a drawing."""
+
+    def _repr_html_(self) -> str:
+        from textgraph.report.svg import graph_svg
+
+        return graph_svg(graph_record_of(self))
+
+
+def graph(variable: Variable) -> TextGraph:
     """A networkx DiGraph of `variable`'s ancestry, keyed by variable id.
 
     Nodes carry value, role, requires_grad, kind, op and gradients; edges go
     from input to output and carry the op name.
     """
-    g = nx.DiGraph()
+    g = TextGraph()
     for v in ancestry(variable):
         g.add_node(
             v.id,
@@ -113,6 +122,28 @@ def graph(variable: Variable) -> nx.DiGraph:
         for pred in v.predecessors:
             g.add_edge(pred.id, v.id, op=v.grad_fn.op.name if v.grad_fn else None)
     return g
+
+
+def graph_record(root: Variable, example_of: dict[int, int] | None = None) -> dict[str, Any]:
+    """The graph with every gradient in full (text, source, op, context, conversation).
+
+    JSON-ready: what run directories store per step and reports draw.
+    `example_of` maps id(variable) to the training example it belongs to.
+    """
+    record = graph_record_of(graph(root))
+    if example_of:
+        by_id = {v.id: v for v in ancestry(root)}
+        for node in record["nodes"]:
+            for g, gradient in zip(node["gradients"], by_id[node["id"]].gradients, strict=True):
+                g["example"] = example_of.get(id(gradient.source))
+            node["example"] = example_of.get(id(by_id[node["id"]]))
+    return record
+
+
+def graph_record_of(g: nx.DiGraph) -> dict[str, Any]:
+    nodes = [{"id": node_id, **data} for node_id, data in g.nodes(data=True)]
+    edges = [{"source": u, "target": v, "op": data.get("op")} for u, v, data in g.edges(data=True)]
+    return {"nodes": nodes, "edges": edges}
 
 
 def _as_graph(obj: Variable | nx.DiGraph) -> nx.DiGraph:

@@ -163,6 +163,7 @@ class RunDir:
         self.steps = self.path / "steps.jsonl"
         self.checkpoints = self.path / "checkpoints"
         self.best = self.path / "best.json"
+        self.graphs = self.path / "graphs"
         self.summary = self.path / "summary.json"
 
     def exists(self) -> bool:
@@ -172,7 +173,7 @@ class RunDir:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         for stale in (self.trace, self.steps, self.best, self.summary):
             stale.unlink(missing_ok=True)
-        for old in self.checkpoints.glob("step-*.json"):
+        for old in [*self.checkpoints.glob("step-*.json"), *self.graphs.glob("step-*.json")]:
             old.unlink()
         atomic_write_json(self.config, config)
 
@@ -200,6 +201,19 @@ class RunDir:
                 first = str(exc).splitlines()[0]
                 skipped.append(f"{path} is corrupt ({first}); using the one before it")
         return None, skipped
+
+    def graph_path(self, step: int) -> Path:
+        return self.graphs / f"step-{step:04d}.json"
+
+    def read_graph(self, step: int) -> dict[str, Any] | None:
+        """The computation graph of a step with its gradients, if it was recorded."""
+        path = self.graph_path(step)
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise RunError(f"{path} is not valid JSON ({exc})") from None
 
     def read_steps(self) -> list[StepRecord]:
         return read_jsonl(self.steps, StepRecord)

@@ -34,7 +34,7 @@ from textgraph.engines.context import resolve_engine
 from textgraph.engines.observe import CallObserver, forward_purpose, observe_calls
 from textgraph.engines.usage import Budget, UsageStats
 from textgraph.errors import ArgumentError, BudgetExceeded
-from textgraph.graph import ancestry
+from textgraph.graph import ancestry, graph_record
 from textgraph.module import Module
 from textgraph.ops.text import sum as sum_losses
 from textgraph.optim.tgd import TGD
@@ -327,9 +327,15 @@ class Trainer:
         self._count_errors(errors)
 
         self._phase = "backward"
-        if usable:
-            await sum_losses(usable).abackward()
+        total = sum_losses(usable) if usable else None
+        if total is not None:
+            await total.abackward()
         example_of = self._example_map(batch, outputs)
+        for k, loss in zip(chosen, losses, strict=True):
+            if isinstance(loss, Variable):
+                example_of[id(loss)] = batch[k]
+        if self._run is not None and total is not None:
+            atomic_write_json(self._run.graph_path(step), graph_record(total, example_of))
         gradients = {
             name: [
                 GradientRecord(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from typing import Any
 
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from textgraph.runs import RunDir, RunError, StepRecord
 
@@ -85,6 +87,73 @@ def step_detail(r: StepRecord) -> Group:
     return Group(*parts)
 
 
+KIND_STYLES = {
+    "parameter": "bold yellow",
+    "loss": "bold red",
+    "llm_output": "cyan",
+    "intermediate": "green",
+    "input": "dim",
+}
+
+
+def _preview(text: str, limit: int = 70) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def graph_tree(record: dict[str, Any]) -> Tree:
+    """From the loss back to each parameter; each edge shows the critique that flowed on it."""
+    nodes = {n["id"]: n for n in record["nodes"]}
+    preds: dict[str, list[tuple[str, str | None]]] = {i: [] for i in nodes}
+    for e in record["edges"]:
+        preds[e["target"]].append((e["source"], e.get("op")))
+    root = record["nodes"][-1]["id"]
+
+    def label(n: dict[str, Any]) -> Text:
+        text = Text(f"{n['role']}", style=KIND_STYLES.get(n.get("kind", ""), ""))
+        text.append(f" [{n.get('kind')}]", style="dim")
+        if n.get("example") is not None:
+            text.append(f" (example {n['example']})", style="dim")
+        text.append(f": {_preview(n.get('value', ''))}")
+        return text
+
+    tree = Tree(label(nodes[root]))
+    seen = {root}
+
+    def grow(branch: Tree, node_id: str) -> None:
+        for pred_id, op in preds[node_id]:
+            pred = nodes[pred_id]
+            if not pred.get("requires_grad"):
+                continue  # constants get no critique; they are not shown
+            flowed = [g for g in pred.get("gradients", []) if g.get("source") == node_id]
+            child = branch.add(label(pred))
+            for g in flowed:
+                origin = f"example {g['example']}, " if g.get("example") is not None else ""
+                child.add(
+                    Text(
+                        f"↑ critique via {op} ({origin}{g['operation']}): ", style="magenta"
+                    ).append(_preview(g["text"], 160), style="")
+                )
+            if pred.get("kind") == "parameter":
+                total = len(pred.get("gradients", []))
+                child.add(Text(f"= {total} critique(s) in all for this parameter", style="bold"))
+            if pred_id in seen:
+                child.add(Text("(its inputs are shown above)", style="dim"))
+                continue
+            seen.add(pred_id)
+            grow(child, pred_id)
+
+    grow(tree, root)
+    return tree
+
+
+def show(variable: Any, console: Console | None = None) -> None:
+    """Print the tree of critiques from `variable` (usually a loss) back to the parameters."""
+    from textgraph.graph import graph_record
+
+    (console or Console()).print(graph_tree(graph_record(variable)))
+
+
 def show_run(path: str, step: int | None = None, console: Console | None = None) -> None:
     console = console or Console()
     run = RunDir(path)
@@ -114,6 +183,14 @@ def show_run(path: str, step: int | None = None, console: Console | None = None)
         if not match:
             raise RunError(
                 f"{path} has no step {step}; it has steps {[r.step for r in steps] or 'none yet'}"
+            )
+        record = run.read_graph(step)
+        if record is not None:
+            console.print(
+                Panel(
+                    graph_tree(record),
+                    title=f"step {step}: critiques from the loss back to each parameter",
+                )
             )
         console.print(step_detail(match[0]))
         return
