@@ -128,11 +128,11 @@ def graph_tree(record: dict[str, Any]) -> Tree:
             flowed = [g for g in pred.get("gradients", []) if g.get("source") == node_id]
             child = branch.add(label(pred))
             for g in flowed:
-                origin = f"example {g['example']}, " if g.get("example") is not None else ""
+                origin = f" (example {g['example']})" if g.get("example") is not None else ""
                 child.add(
-                    Text(
-                        f"↑ critique via {op} ({origin}{g['operation']}): ", style="magenta"
-                    ).append(_preview(g["text"], 160), style="")
+                    Text(f"↑ critique via {op}{origin}: ", style="magenta").append(
+                        _preview(g["text"], 160), style=""
+                    )
                 )
             if pred.get("kind") == "parameter":
                 total = len(pred.get("gradients", []))
