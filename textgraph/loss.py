@@ -141,6 +141,18 @@ class MultiFieldEvaluation(_Evaluation):
 Metric = Callable[[str, Any], float]
 
 
+def as_score(value: object, what: str) -> float:
+    """A metric's result as a float, or a clear error (bools count as 1.0 / 0.0)."""
+    if isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, (int, float)) or math.isnan(value):
+        raise ArgumentError(
+            f"{what} returned {value!r:.40} ({type(value).__name__}); it must return a "
+            "number such as 1.0 for correct and 0.0 for wrong."
+        )
+    return float(value)
+
+
 class MetricLoss(Operation):
     """A Python metric decides; the LLM only explains failures.
 
@@ -219,15 +231,7 @@ class MetricLoss(Operation):
         return loss
 
     def score(self, prediction: str, target: Any) -> float:
-        value = self.metric(prediction, target)
-        if isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, (int, float)) or math.isnan(value):
-            raise ArgumentError(
-                f"metric {self.metric_name} returned {value!r:.40} ({type(value).__name__}); "
-                "it must return a number such as 1.0 for correct and 0.0 for wrong."
-            )
-        return float(value)
+        return as_score(self.metric(prediction, target), f"metric {self.metric_name}")
 
     async def backward(self, ctx: BackwardContext) -> list[Feedback]:
         if ctx.node.saved["score"] >= self.perfect:

@@ -169,6 +169,14 @@ class RunDir:
     def exists(self) -> bool:
         return self.config.exists()
 
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> RunDir:
+        """An existing run directory, or a RunError saying it is not one."""
+        run = cls(path)
+        if not run.exists():
+            raise RunError(f"{path} is not a run directory (no config.json)")
+        return run
+
     def create(self, config: dict[str, Any]) -> None:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         for stale in (self.trace, self.steps, self.best, self.summary):

@@ -35,6 +35,7 @@ from textgraph.engines.observe import CallObserver, forward_purpose, observe_cal
 from textgraph.engines.usage import Budget, UsageStats
 from textgraph.errors import ArgumentError, BudgetExceeded
 from textgraph.graph import ancestry, graph_record
+from textgraph.loss import as_score
 from textgraph.module import Module
 from textgraph.ops.text import sum as sum_losses
 from textgraph.optim.tgd import TGD
@@ -451,14 +452,7 @@ class Trainer:
         except Exception as exc:  # a metric bug on one example is recorded, not fatal
             errors.append(f"example {index}: metric failed: {type(exc).__name__}: {exc}")
             return None
-        if isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, (int, float)) or math.isnan(value):
-            raise ArgumentError(
-                f"the metric returned {value!r:.40} ({type(value).__name__}) for example {index}; "
-                "it must return a number such as 1.0 (right) or 0.0 (wrong)"
-            )
-        return float(value)
+        return as_score(value, f"the metric, for example {index},")
 
     def _choose(
         self, batch: list[int], outputs: list[Any], scores: list[float | None]

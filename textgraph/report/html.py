@@ -17,7 +17,7 @@ from typing import Any
 
 from textgraph._io import atomic_write_text
 from textgraph.report.svg import KIND_COLOURS, bar_chart, graph_svg, line_chart
-from textgraph.runs import RunDir, RunError, StepRecord
+from textgraph.runs import RunDir, StepRecord
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
@@ -199,9 +199,7 @@ def _timeline(steps: list[StepRecord]) -> str:
 
 
 def build_report(run_dir: str | os.PathLike[str]) -> str:
-    run = RunDir(run_dir)
-    if not run.exists():
-        raise RunError(f"{run_dir} is not a run directory (no config.json)")
+    run = RunDir.open(run_dir)
     config = run.read_config()
     steps = run.read_steps()
     summary = run.read_summary()

@@ -156,9 +156,7 @@ def show(variable: Any, console: Console | None = None) -> None:
 
 def show_run(path: str, step: int | None = None, console: Console | None = None) -> None:
     console = console or Console()
-    run = RunDir(path)
-    if not run.exists():
-        raise RunError(f"{path} is not a run directory (no config.json)")
+    run = RunDir.open(path)
     steps = run.read_steps()
     summary = run.read_summary()
     config = run.read_config()
