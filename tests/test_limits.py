@@ -74,3 +74,16 @@ def test_engine_applies_its_rate_limit_before_sending(llm_server):
     with pytest.raises(Stop):
         engine.generate_sync(request)  # must wait ~60 s for the bucket: never sent
     assert len(sleeps) == 1 and 59 < sleeps[0] <= 60 and server.request_count == 1
+
+
+def test_limiter_works_across_event_loops():
+    fake = FakeTime()
+    limiter = RateLimiter(requests_per_minute=1, clock=fake.clock)
+
+    async def contend() -> None:  # two waiters at once: the lock must be this loop's
+        await asyncio.gather(limiter.acquire(1, sleep=fake.sleep),
+                             limiter.acquire(1, sleep=fake.sleep))
+
+    asyncio.run(contend())
+    asyncio.run(contend())  # a second loop, as generate_sync makes
+    assert fake.sleeps == [60.0, 60.0, 60.0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 
 
@@ -47,14 +48,18 @@ class RateLimiter:
     ) -> None:
         self.requests = _Bucket(requests_per_minute, clock) if requests_per_minute else None
         self.tokens = _Bucket(tokens_per_minute, clock) if tokens_per_minute else None
-        self._lock: asyncio.Lock | None = None
+        # One lock per event loop: engines are reused across loops (generate_sync).
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+        self._locks = weakref.WeakKeyDictionary()
 
     async def acquire(self, tokens: int, *, sleep: Callable[[float], Awaitable[None]]) -> None:
         if self.requests is None and self.tokens is None:
             return
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:  # first come, first served
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        async with lock:  # first come, first served
             while True:
                 wait = max(
                     self.requests.wait_for(1) if self.requests else 0.0,
