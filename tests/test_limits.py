@@ -80,9 +80,13 @@ def test_limiter_works_across_event_loops():
     fake = FakeTime()
     limiter = RateLimiter(requests_per_minute=1, clock=fake.clock)
 
+    async def yielding_sleep(seconds: float) -> None:
+        await fake.sleep(seconds)
+        await asyncio.sleep(0)  # let the other waiter run into the held lock
+
     async def contend() -> None:  # two waiters at once: the lock must be this loop's
-        await asyncio.gather(limiter.acquire(1, sleep=fake.sleep),
-                             limiter.acquire(1, sleep=fake.sleep))
+        await asyncio.gather(limiter.acquire(1, sleep=yielding_sleep),
+                             limiter.acquire(1, sleep=yielding_sleep))
 
     asyncio.run(contend())
     asyncio.run(contend())  # a second loop, as generate_sync makes
