@@ -84,10 +84,9 @@ def test_limiter_works_across_event_loops():
         await fake.sleep(seconds)
         await asyncio.sleep(0)  # let the other waiter run into the held lock
 
-    async def contend() -> None:  # two waiters at once: the lock must be this loop's
-        await asyncio.gather(limiter.acquire(1, sleep=yielding_sleep),
-                             limiter.acquire(1, sleep=yielding_sleep))
+    async def contend() -> None:  # waiters queue on the lock: it must be this loop's
+        await asyncio.gather(*(limiter.acquire(1, sleep=yielding_sleep) for _ in range(3)))
 
     asyncio.run(contend())
     asyncio.run(contend())  # a second loop, as generate_sync makes
-    assert fake.sleeps == [60.0, 60.0, 60.0]
+    assert fake.sleeps == [60.0] * 5  # one burst token, then one per minute
