@@ -1,5 +1,28 @@
 """Datasets: generators and loaders for examples and benchmarks."""
 
+from textgraph.datasets.loaders import (
+    BBHExample,
+    DatasetError,
+    GSM8KExample,
+    HotpotExample,
+    Paragraph,
+    gsm8k_answer,
+    load_bbh,
+    load_gsm8k,
+    load_hotpotqa,
+)
 from textgraph.datasets.object_counting import CountingExample, generate_object_counting
 
-__all__ = ["CountingExample", "generate_object_counting"]
+__all__ = [
+    "BBHExample",
+    "CountingExample",
+    "DatasetError",
+    "GSM8KExample",
+    "HotpotExample",
+    "Paragraph",
+    "generate_object_counting",
+    "gsm8k_answer",
+    "load_bbh",
+    "load_gsm8k",
+    "load_hotpotqa",
+]
