@@ -24,7 +24,7 @@ demo: setup-local
 	$(BIN)/textgraph demo
 
 lint: setup
-	$(BIN)/ruff check textgraph tests scripts bench
+	$(BIN)/ruff check textgraph tests scripts bench examples
 
 # Every tier: unit, protocol (local servers), real model (SmolLM2 in process and over HTTP).
 test: setup-local lint

@@ -8,6 +8,7 @@ requires a gradient; an optimizer rewrites those variables.
 import logging
 
 from textgraph import engines, report
+from textgraph.code_loss import CodeTestLoss
 from textgraph.engines.context import use_engine
 from textgraph.engines.registry import get_engine
 from textgraph.engines.usage import Budget
@@ -61,6 +62,7 @@ __all__ = [
     "AuthenticationError",
     "Budget",
     "BudgetExceeded",
+    "CodeTestLoss",
     "Concat",
     "ConfigurationError",
     "ContentFiltered",
