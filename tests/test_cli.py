@@ -2,42 +2,46 @@
 
 from __future__ import annotations
 
-import asyncio
-import io
+import json
 from pathlib import Path
-
-from rich.console import Console
 
 from textgraph.cli import main
 from textgraph.datasets import generate_object_counting
-from textgraph.demo import exact_number, run_demo
+from textgraph.examples import object_counting
 
 
-def test_demo_improves_the_prompt_and_reports_numbers_from_the_run():
-    out = io.StringIO()
-    result = asyncio.run(
-        run_demo(steps=2, batch_size=4, val_size=8, console=Console(file=out, width=200))
-    )
-    history = result["history"]
-    assert [row["step"] for row in history] == [0, 1, 2]
-    assert history[0]["val_accuracy"] < history[-1]["val_accuracy"]
-    assert history[-1]["prompt"] != history[0]["prompt"]
-    # 8 val questions per evaluation (3 evaluations) + 4 per training step
-    assert result["calls"]["forward"] == 3 * 8 + 2 * 4
-    text = out.getvalue()
-    assert f"{history[-1]['val_accuracy']:.0%}" in text
-    assert f"{sum(result['calls'].values())} LLM calls" in text
+def test_demo_runs_the_object_counting_example_and_reports_numbers_from_the_run(
+    tmp_path, capsys
+):
+    run_dir = tmp_path / "run"
+    assert main(["demo", "--model", "simulated", "--run-dir", str(run_dir)]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    text = capsys.readouterr().out
     assert "Model: simulated" in text
+    # the simulated model counts right only once the prompt says how: the run shows it
+    assert summary["initial_test_score"] < summary["test_score"]
+    assert summary["accepted_steps"] >= 1
+    assert f"{summary['initial_test_score']:.0%}" in text and f"{summary['test_score']:.0%}" in text
+    trace = (run_dir / "trace.jsonl").read_text().splitlines()
+    assert summary["calls"] == len(trace) and f"{summary['calls']} LLM calls" in text
+    final = summary["final_parameters"]["system_prompt"]
+    assert final != object_counting.START_PROMPT
+    assert " ".join(final.split()) in " ".join(text.split())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["data"]["train"]["size"] == 12 and config["data"]["test"]["size"] == 20
 
 
-def test_cli_demo_exit_codes(capsys, monkeypatch):
+def test_cli_demo_exit_codes(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TEXTGRAPH_MODEL", raising=False)
-    assert main(["demo", "--model", "simulated", "--steps", "1", "--batch-size", "2"]) == 0
-    assert "Validation accuracy" in capsys.readouterr().out
-    assert main(["demo", "--model", "gpt4"]) == 1
+    args = ["--steps", "1", "--batch-size", "2", "--train", "2", "--val", "2", "--test", "2"]
+    assert main(["demo", "--model", "simulated", *args, "--run-dir", str(tmp_path / "a")]) == 0
+    assert "Before and after optimization" in capsys.readouterr().out
+    assert main(["demo", "--model", "gpt4", "--run-dir", str(tmp_path / "b")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unknown model string 'gpt4'" in err[0]
+    assert err[-1].startswith("textgraph: error: unknown model string 'gpt4'")
     assert main(["demo", "--steps", "0"]) == 1
+    assert "must be >= 1" in capsys.readouterr().err
+    assert main(["demo", "--data", str(tmp_path / "missing.json")]) == 1
     assert main([]) == 2
 
 
@@ -47,7 +51,9 @@ def test_object_counting_generator_is_seeded_and_consistent():
     for example in first:
         asked = example.question.rsplit("How many ", 1)[1].removesuffix(" do I have?")
         assert example.answer == str(sum(q for _, q, cat in example.items if cat == asked))
-        assert exact_number(f"So the total is {example.answer}.", example.answer) == 1.0
+        row = {"question": example.question, "answer": example.answer}
+        assert object_counting.exact_match(f"So the total is {example.answer}.", row) == 1.0
+        assert object_counting.exact_match(f"Answer: {example.answer}\n", row) == 1.0
 
 
 def test_cache_stats_and_clear(tmp_path, capsys):

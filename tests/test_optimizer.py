@@ -105,6 +105,14 @@ def test_garbled_twice_keeps_old_value_and_records_a_warning_without_raising():
     assert len(engine.calls_for("optimizer")) == 2
 
 
+def test_repair_false_makes_one_call_and_says_so():
+    engine = ScriptedEngine(by_purpose(optimizer="no markers at all"), raw=True)
+    p = critiqued(engine)
+    updates = tg.TGD([p], engine=engine, repair=False).step()
+    assert len(engine.calls_for("optimizer")) == 1 and not updates[0].changed
+    assert "repair" not in updates[0].warning and "kept the previous value" in updates[0].warning
+
+
 def test_empty_block_counts_as_garbled():
     def optimizer(request):
         start, end = markers(request)

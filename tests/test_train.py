@@ -33,6 +33,32 @@ def test_gate_rejects_worse_accepts_better_and_the_history_says_why(tmp_path):
     assert result.summary.accepted_steps == 1
 
 
+def test_test_before_scores_the_starting_prompt_and_reuses_it_when_nothing_was_accepted(
+    tmp_path,
+):
+    engine = make_engine()
+    result = make_trainer(tmp_path / "run", engine=engine, test_before=True).fit()
+    # the starting prompt answers only even questions: 200 and 202 of 200..203
+    assert result.initial_test_score == 0.5 and result.test_score == 1.0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["initial_test_score"] == 0.5 and summary["test_score"] == 1.0
+    test_questions = {f"What is {i}?" for i in range(200, 204)}
+    scored = [
+        c.request.messages[-1].content
+        for c in engine.calls
+        if c.request.messages[-1].content in test_questions
+    ]
+    assert len(scored) == 8  # before and after training
+
+    engine = make_engine(candidates=["NONE"] * 4)  # every candidate is rejected
+    result = make_trainer(engine=engine, test_before=True, max_steps=2).fit()
+    assert result.initial_test_score == result.test_score == 0.5
+    scored = [c for c in engine.calls if c.request.messages[-1].content in test_questions]
+    assert len(scored) == 4  # the unchanged prompt is not scored twice
+    with pytest.raises(tg.ArgumentError, match="test_before=True needs a test split"):
+        make_trainer(test_before=True, test=None)
+
+
 def test_gate_better_refuses_an_equal_score(tmp_path):
     engine = make_engine(candidates=["EVEN rephrased"] * 4)
     result = make_trainer(engine=engine, gate="better", max_steps=1).fit()

@@ -39,14 +39,17 @@ from textgraph.ops import (
     FunctionOp,
     LLMCall,
     Operation,
+    Retrieve,
     Sum,
     concat,
     function,
     op,
+    retrieved,
     sum,
 )
 from textgraph.optim import TGD, Update
 from textgraph.report.terminal import show
+from textgraph.retrieval import BM25Index, Hit, Index, Passage
 from textgraph.runs import RunDir, RunError
 from textgraph.train import FitResult, Trainer
 from textgraph.variable import Gradient, Variable
@@ -60,6 +63,7 @@ __all__ = [
     "TGD",
     "ArgumentError",
     "AuthenticationError",
+    "BM25Index",
     "Budget",
     "BudgetExceeded",
     "CodeTestLoss",
@@ -73,6 +77,8 @@ __all__ = [
     "FunctionOp",
     "Gradient",
     "GraphError",
+    "Hit",
+    "Index",
     "LLMCall",
     "MalformedResponse",
     "MetricLoss",
@@ -80,9 +86,11 @@ __all__ = [
     "MultiFieldEvaluation",
     "Operation",
     "ParseError",
+    "Passage",
     "ProviderError",
     "RateLimitError",
     "ReplayMiss",
+    "Retrieve",
     "RunDir",
     "RunError",
     "StateDictError",
@@ -101,6 +109,7 @@ __all__ = [
     "graph",
     "op",
     "report",
+    "retrieved",
     "show",
     "sum",
     "to_dot",

@@ -6,7 +6,6 @@ Errors print one line and exit non-zero; `--debug` shows the traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import importlib.util
 import inspect
@@ -17,23 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from textgraph import __version__
-from textgraph.errors import ArgumentError, TextgraphError
+from textgraph._entry import run_command
+from textgraph.errors import ArgumentError
+from textgraph.examples.object_counting import add_arguments as add_object_counting_arguments
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from textgraph.demo import run_demo
+    from textgraph.examples.object_counting import run
 
-    if args.steps < 1 or args.batch_size < 1 or args.val_size < 1:
-        raise ArgumentError("--steps, --batch-size and --val-size must be at least 1")
-    asyncio.run(
-        run_demo(
-            model=args.model,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            val_size=args.val_size,
-            seed=args.seed,
-        )
-    )
+    run(args)
     return 0
 
 
@@ -134,19 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="optimize an object-counting system prompt end to end",
-        description="Optimize a system prompt on generated BBH-style object-counting "
-        "questions: forward, metric loss with LLM explanations, backward, TGD.",
+        description="Prompt optimization on BBH-style object counting "
+        "(textgraph/examples/object_counting.py): forward, exact-match loss with LLM "
+        "explanations, backward, TGD, validation gating, test accuracy before and after.",
     )
-    demo.add_argument(
-        "--model",
-        default=None,
-        help="model string (openai/<m>, anthropic/<m>, ollama/<m>, local/smollm2) or "
-        "'simulated'; default: $TEXTGRAPH_MODEL, else the embedded local/smollm2",
-    )
-    demo.add_argument("--steps", type=int, default=2, help="optimization steps (default 2)")
-    demo.add_argument("--batch-size", type=int, default=4, help="questions per step (default 4)")
-    demo.add_argument("--val-size", type=int, default=12, help="validation questions (12)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the generated questions")
+    add_object_counting_arguments(demo)
     demo.set_defaults(handler=_demo)
 
     run = commands.add_parser(
@@ -206,20 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        return args.handler(args)
-    except KeyboardInterrupt:
-        print("textgraph: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # one clear line for users; --debug shows the traceback
-        if args.debug:
-            raise
-        known = isinstance(exc, (TextgraphError, OSError))
-        kind = "" if known else f"{type(exc).__name__}: "
-        hint = "" if known else " (run with --debug for the traceback)"
-        print(f"textgraph: error: {kind}{exc}{hint}", file=sys.stderr)
-        return 1
-
+    return run_command(args.handler, args, debug=args.debug)
 
 if __name__ == "__main__":
     sys.exit(main())

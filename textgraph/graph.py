@@ -140,6 +140,51 @@ def graph_record(root: Variable, example_of: dict[int, int] | None = None) -> di
     return record
 
 
+def critique_paths(
+    record: dict[str, Any], parameter_id: str, example: int | None = None, limit: int = 20
+) -> list[list[dict[str, Any]]]:
+    """The routes critiques took from a loss back to a parameter, in a graph record.
+
+    Each path runs loss first, parameter last; every entry is the variable
+    (`id`, `role`, `kind`, `value`) with the `critique` it received on that
+    route (None for the loss: its value is the critique). With `example`,
+    only routes that start from that training example. Stable order: the
+    order in which the critiques arrived.
+    """
+    nodes = {n["id"]: n for n in record["nodes"]}
+    if parameter_id not in nodes:
+        raise ArgumentError(f"no variable {parameter_id!r} in this graph record")
+    paths: list[list[dict[str, Any]]] = []
+
+    def entry(node_id: str, critique: str | None) -> dict[str, Any]:
+        node = nodes[node_id]
+        keys = ("id", "role", "kind", "value")
+        return {**{k: node.get(k) for k in keys}, "critique": critique}
+
+    def walk(node_id: str, critique: str | None, suffix: list[dict[str, Any]]) -> None:
+        if len(paths) >= limit:
+            return
+        here = [entry(node_id, critique), *suffix]
+        gradients = nodes[node_id].get("gradients", [])
+        if node_id == parameter_id and example is not None:
+            gradients = [g for g in gradients if g.get("example") == example]
+        if not gradients:
+            if nodes[node_id].get("kind") == "loss":
+                paths.append(here)
+            return
+        for gradient in gradients:
+            if gradient["source"] in nodes:
+                walk(gradient["source"], gradient["text"], here)
+
+    walk(parameter_id, None, [])
+    # `walk` attaches each critique to its sender; shift so each variable carries its own.
+    fixed = []
+    for path in paths:
+        critiques = [None] + [e["critique"] for e in path[:-1]]
+        fixed.append([{**e, "critique": c} for e, c in zip(path, critiques, strict=True)])
+    return fixed
+
+
 def graph_record_of(g: nx.DiGraph) -> dict[str, Any]:
     nodes = [{"id": node_id, **data} for node_id, data in g.nodes(data=True)]
     edges = [{"source": u, "target": v, "op": data.get("op")} for u, v, data in g.edges(data=True)]

@@ -119,6 +119,7 @@ class Summary(BaseModel):
     seconds: float
     by_purpose: dict[str, dict[str, Any]] = Field(default_factory=dict)
     final_parameters: dict[str, str] = Field(default_factory=dict)
+    initial_test_score: float | None = None  # with Trainer(test_before=True)
 
 
 def append_jsonl(path: Path, record: BaseModel) -> None:

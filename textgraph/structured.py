@@ -131,7 +131,9 @@ def extract_delimited(text: str, start: str, end: str) -> str:
     return value
 
 
-async def call_delimited(engine: Engine, request: ChatRequest, start: str, end: str) -> Reply:
+async def call_delimited(
+    engine: Engine, request: ChatRequest, start: str, end: str, *, repair: bool = True
+) -> Reply:
     request = request.model_copy(
         update={"response_format": ResponseFormat(type="delimited", start=start, end=end)}
     )
@@ -140,6 +142,7 @@ async def call_delimited(engine: Engine, request: ChatRequest, start: str, end: 
         request,
         lambda text: extract_delimited(text, start, end),
         lambda err: render_file("repair_delimited", error=err, start=start, end=end),
+        attempts=2 if repair else 1,
     )
 
 
@@ -148,18 +151,19 @@ async def _call_with_repair(
     request: ChatRequest,
     parse: Callable[[str], Any],
     repair_message: Callable[[str], str],
+    attempts: int = 2,
 ) -> Reply:
     messages = list(request.messages)
     responses: list[ChatResponse] = []
     error = ""
-    for attempt in range(2):
+    for attempt in range(attempts):
         response = await engine.generate(request.model_copy(update={"messages": messages}))
         responses.append(response)
         try:
             value = parse(response.text)
         except ValueError as exc:
             error = str(exc)
-            if attempt == 0:
+            if attempt < attempts - 1:
                 messages = [
                     *messages,
                     Message(role="assistant", content=response.text),

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from textgraph._io import atomic_write_json
 from textgraph._sync import run_sync
 from textgraph.engines.base import ChatRequest, ChatResponse, Engine
-from textgraph.engines.context import resolve_engine
+from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.engines.observe import CallObserver, forward_purpose, observe_calls
 from textgraph.engines.usage import Budget, UsageStats
 from textgraph.errors import ArgumentError, BudgetExceeded
@@ -68,6 +68,7 @@ class FitResult:
     initial_val_score: float | None
     stopped: str
     summary: Summary
+    initial_test_score: float | None = None
 
 
 class _RunObserver(CallObserver):
@@ -168,9 +169,11 @@ class Trainer:
         keep_passing: int = 1,
         max_gradient_chars: int = 6000,
         reduce_engine: Engine | None = None,
+        backward_engine: Engine | None = None,
         max_chars: int | dict[str, int] | None = None,
         reject_copies: bool = False,
         progress: bool | None = None,
+        test_before: bool = False,
     ) -> None:
         if not isinstance(module, Module):
             raise ArgumentError(f"Trainer needs a tg.Module, got {type(module).__name__}")
@@ -196,8 +199,15 @@ class Trainer:
         self.val_subset, self.patience, self.max_errors = val_subset, patience, max_errors
         self.failures_only, self.keep_passing = failures_only, keep_passing
         self.max_gradient_chars, self.reduce_engine = max_gradient_chars, reduce_engine
+        check_engine(backward_engine, "Trainer(backward_engine)")
+        check_engine(reduce_engine, "Trainer(reduce_engine)")
+        self.backward_engine = backward_engine
         self.max_chars, self.reject_copies = max_chars, reject_copies
         self.progress = progress
+        if test_before and not self.test:
+            raise ArgumentError("test_before=True needs a test split (test=[...])")
+        self.test_before = test_before
+        self._initial_test: float | None = None
         self._run: RunDir | None = None
         self._step_no = 0
         self._phase = "setup"
@@ -216,9 +226,13 @@ class Trainer:
         history: list[StepRecord] = []
         elapsed_before = 0.0
         with observe_calls(observer), _Progress(self) as bar:
+            initial_values = self._values()
             if checkpoint is None:
                 self._step_no, self._phase = 0, "initial validation"
-                score = await self._score_full(self.val) if self.val else None
+                score, self._initial_test = await asyncio.gather(
+                    self._score_full(self.val) if self.val else _none(),
+                    self._score_test() if self.test_before else _none(),
+                )
                 state = TrainerState(step=0, best_score=score, current_score=score)
                 best = self._values()
                 self._checkpoint(state, best, observer, started, 0.0)
@@ -230,7 +244,10 @@ class Trainer:
                 self._errors = state.errors
                 elapsed_before = state.seconds
                 history = self._run.read_steps() if self._run else []
-                initial = self._run.read_config().get("initial_val_score") if self._run else None
+                config = self._run.read_config() if self._run else {}
+                initial_values = config.get("initial_parameters", initial_values)
+                initial = config.get("initial_val_score")
+                self._initial_test = config.get("initial_test_score")
             stopped = "max_steps"
             while state.step < self.max_steps:
                 if self.patience is not None and state.rejections_in_a_row >= self.patience:
@@ -256,10 +273,11 @@ class Trainer:
             self.module.load_state_dict(self._state(best))
             self._phase, self._step_no = "test", state.step
             test_score = None
-            if self.test:
+            if self.test and self._initial_test is not None and best == initial_values:
+                test_score = self._initial_test  # same parameters as before training: same score
+            elif self.test:
                 try:
-                    with forward_purpose("validation"):
-                        test_score = await self._score_full(self.test, remember=False)
+                    test_score = await self._score_test()
                 except BudgetExceeded as exc:
                     stopped += f"; test not scored ({exc})"
         summary = self._summary(
@@ -281,6 +299,7 @@ class Trainer:
             initial_val_score=initial,
             stopped=stopped,
             summary=summary,
+            initial_test_score=self._initial_test,
         )
 
     # --- one step ------------------------------------------------------------
@@ -330,7 +349,7 @@ class Trainer:
         self._phase = "backward"
         total = sum_losses(usable) if usable else None
         if total is not None:
-            await total.abackward()
+            await total.abackward(engine=self.backward_engine)
         example_of = self._example_map(batch, outputs)
         for k, loss in zip(chosen, losses, strict=True):
             if isinstance(loss, Variable):
@@ -361,7 +380,12 @@ class Trainer:
         self._phase = "validation"
         val_score = state.current_score
         if not changed:
-            decision, reason = "unchanged", "no usable candidate: parameters kept"
+            received = any(gradients.values())
+            decision, reason = "unchanged", (
+                "no usable candidate: parameters kept"
+                if received
+                else "no critiques (every loss was perfect or failed): parameters kept"
+            )
             state = state.model_copy(update={"rejections_in_a_row": state.rejections_in_a_row + 1})
         else:
             decision, reason, val_score = await self._gate(state)
@@ -619,6 +643,10 @@ class Trainer:
             return "accepted", f"accepted: val {_fmt(best)} -> {score:.3f}", score
         return "rejected", f"rejected: val {_fmt(best)} -> {score:.3f}", old
 
+    async def _score_test(self) -> float:
+        with forward_purpose("validation"):
+            return await self._score_full(self.test, remember=False)
+
     async def _score_full(self, examples: Sequence[Any], remember: bool = True) -> float:
         per_example = await self._score(examples)
         if remember:
@@ -674,6 +702,7 @@ class Trainer:
             "seed": self.seed,
             "gate": self.gate,
             "val_subset": self.val_subset,
+            "test_before": self.test_before,
             "patience": self.patience,
             "failures_only": self.failures_only,
             "max_gradient_chars": self.max_gradient_chars,
@@ -709,7 +738,8 @@ class Trainer:
             run.create(config)
             return None
         saved = run.read_config()
-        comparable = {k: v for k, v in saved.items() if k != "initial_val_score"}
+        measured = ("initial_val_score", "initial_test_score")
+        comparable = {k: v for k, v in saved.items() if k not in measured}
         if comparable != config and not force:
             differ = sorted(
                 k for k in set(comparable) | set(config) if comparable.get(k) != config.get(k)
@@ -754,6 +784,7 @@ class Trainer:
         if state.step == 0:
             config = self._run.read_config()
             config["initial_val_score"] = state.current_score
+            config["initial_test_score"] = self._initial_test
             atomic_write_json(self._run.config, config)
         self._run.write_checkpoint(
             Checkpoint(
@@ -792,6 +823,7 @@ class Trainer:
             steps=state.step,
             stopped=stopped,
             initial_val_score=initial,
+            initial_test_score=self._initial_test,
             best_val_score=state.best_score,
             test_score=test_score,
             accepted_steps=sum(r.decision == "accepted" for r in history),
@@ -839,6 +871,10 @@ class _Progress:
             f"{usage.total_tokens} tokens · ${usage.cost_usd:.4f} · val "
             f"{_fmt(state.current_score)} (best {_fmt(state.best_score)})"
         )
+
+
+async def _none() -> None:
+    return None
 
 
 def _split(data: Sequence[Any] | None, name: str, *, required: bool) -> list[Any]:

@@ -6,10 +6,12 @@ from textgraph.datasets.loaders import (
     GSM8KExample,
     HotpotExample,
     Paragraph,
+    corpus_of,
     gsm8k_answer,
     load_bbh,
     load_gsm8k,
     load_hotpotqa,
+    load_valley_qa,
 )
 from textgraph.datasets.object_counting import CountingExample, generate_object_counting
 
@@ -20,9 +22,11 @@ __all__ = [
     "GSM8KExample",
     "HotpotExample",
     "Paragraph",
+    "corpus_of",
     "generate_object_counting",
     "gsm8k_answer",
     "load_bbh",
     "load_gsm8k",
     "load_hotpotqa",
+    "load_valley_qa",
 ]

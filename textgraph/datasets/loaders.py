@@ -187,3 +187,25 @@ def _hotpot_row(row: dict[str, Any], index: int) -> HotpotExample:
 def _first_problem(exc: ValidationError) -> str:
     err = exc.errors()[0]
     return f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}"
+
+
+VALLEY_QA = Path(__file__).parent / "data" / "valley_qa.json"
+
+
+def load_valley_qa() -> list[HotpotExample]:
+    """18 two-hop questions (14 bridge, 4 comparison) over 24 paragraphs we wrote.
+
+    A fictional region, so no model can answer from memory: the pipeline has
+    to retrieve. Shipped with the package for tests and offline runs; same
+    layout as HotpotQA's original JSON.
+    """
+    return load_hotpotqa(VALLEY_QA)
+
+
+def corpus_of(examples: list[HotpotExample]) -> list[Paragraph]:
+    """Every distinct paragraph of the examples, in first-seen order (the retrieval corpus)."""
+    seen: dict[tuple[str, str], Paragraph] = {}
+    for example in examples:
+        for p in example.paragraphs:
+            seen.setdefault((p.title, p.text), Paragraph(title=p.title, text=p.text))
+    return list(seen.values())

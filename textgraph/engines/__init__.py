@@ -19,7 +19,7 @@ from textgraph.engines.http import HTTPEngine, RetryPolicy
 from textgraph.engines.managed import ManagedEngine
 from textgraph.engines.registry import get_engine
 from textgraph.engines.scripted import ScriptedCall, ScriptedEngine
-from textgraph.engines.usage import Budget, UsageStats, register_price
+from textgraph.engines.usage import Budget, UsageStats, register_price, track_usage
 
 __all__ = [
     "PURPOSES",
@@ -41,5 +41,6 @@ __all__ = [
     "default_engine",
     "get_engine",
     "register_price",
+    "track_usage",
     "use_engine",
 ]

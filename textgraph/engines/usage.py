@@ -8,10 +8,13 @@ would exceed a limit with `BudgetExceeded`, so nothing is half done.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from textgraph.engines.base import ChatRequest, ChatResponse, Usage
+from textgraph.engines.observe import CallObserver, observe_calls
 from textgraph.errors import ArgumentError, BudgetExceeded
 
 # USD per million tokens (input, output). Extend with register_price().
@@ -209,3 +212,30 @@ class Budget:
 
 def _arg(what: str) -> str:
     return {"calls": "max_calls", "tokens": "max_tokens", "cost_usd": "max_cost_usd"}[what]
+
+
+class _UsageObserver(CallObserver):
+    def __init__(self) -> None:
+        self.usage = UsageStats()
+
+    def after(
+        self,
+        request: ChatRequest,
+        response: ChatResponse,
+        state: object,
+        started: float,
+        ended: float,
+    ) -> None:
+        self.usage.record(request, response, response.model or request.model)
+
+
+@contextlib.contextmanager
+def track_usage() -> Iterator[UsageStats]:
+    """Count every LLM call made inside the block, across all engines, by purpose.
+
+    `with tg.engines.track_usage() as usage: ...` then `usage.total.calls`,
+    `usage.total.cost_usd`, `usage.by_purpose`. Blocks nest; each counts its own.
+    """
+    observer = _UsageObserver()
+    with observe_calls(observer):
+        yield observer.usage

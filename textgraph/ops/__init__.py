@@ -3,6 +3,7 @@
 from textgraph.ops.base import BackwardContext, Feedback, Node, Operation
 from textgraph.ops.function import FunctionOp, function, op
 from textgraph.ops.llm import FormattedLLMCall, LLMCall
+from textgraph.ops.retrieve import Retrieve, retrieved
 from textgraph.ops.text import Concat, Sum, concat, sum
 
 __all__ = [
@@ -14,9 +15,11 @@ __all__ = [
     "LLMCall",
     "Node",
     "Operation",
+    "Retrieve",
     "Sum",
     "concat",
     "function",
     "op",
+    "retrieved",
     "sum",
 ]

@@ -64,6 +64,7 @@ class TGD:
         momentum: int = 0,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        repair: bool = True,
     ) -> None:
         check_engine(engine, "TGD(engine)")
         if isinstance(parameters, Variable):
@@ -79,6 +80,7 @@ class TGD:
             )
         self.parameters = list(dict.fromkeys(params))
         self.engine = engine
+        self.repair = repair  # ask once more when the reply lacks the markers
         self.constraints = _text_list(constraints, "constraints")
         self.in_context_examples = _text_list(in_context_examples, "in_context_examples")
         if not isinstance(momentum, int) or momentum < 0:
@@ -117,12 +119,13 @@ class TGD:
 
     async def _update(self, parameter: Variable, engine: Engine, step: int) -> Update:
         request, start, end = self.build_request(parameter, step)
-        reply = await call_delimited(engine, request, start, end)
+        reply = await call_delimited(engine, request, start, end, repair=self.repair)
         if reply.ok:
             return Update(parameter, parameter.value, reply.value, conversation=reply.conversation)
+        after = " even after a repair request" if self.repair else ""
         warning = (
-            f"step {step}: the optimizer's reply had no usable new value ({reply.error}) even "
-            "after a repair request; kept the previous value."
+            f"step {step}: the optimizer's reply had no usable new value ({reply.error}){after}; "
+            "kept the previous value."
         )
         parameter.warnings.append(warning)
         logger.warning("%s (%s): %s", parameter.id, parameter.role_description, warning)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import threading
 import time
 from pathlib import Path
@@ -64,7 +65,9 @@ class LlamaCppEngine(Engine):
             raise ConfigurationError(f"no GGUF model file at {self.model_path}")
         self.model_name = model_name or f"local/{self.model_path.name}"
         self.base_url = str(self.model_path)
-        self.n_ctx, self.n_threads = n_ctx, n_threads
+        # llama-cpp-python defaults to half the cores; calls here run one at a time, so a
+        # call may use them all (1.6x faster generation measured on 2 cores).
+        self.n_ctx, self.n_threads = n_ctx, n_threads or os.cpu_count() or 1
         self.default_max_tokens = default_max_tokens
         self.repeat_penalty = repeat_penalty
         self.default_temperature = default_temperature
@@ -80,6 +83,7 @@ class LlamaCppEngine(Engine):
                 model_path=str(self.model_path),
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
                 seed=self.seed,
                 verbose=False,
             )

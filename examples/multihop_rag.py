@@ -1,0 +1,1 @@
+../textgraph/examples/multihop_rag.py

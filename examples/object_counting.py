@@ -1,0 +1,1 @@
+../textgraph/examples/object_counting.py

@@ -1,0 +1,1 @@
+../textgraph/examples/solution_optimization.py
