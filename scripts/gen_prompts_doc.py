@@ -24,6 +24,7 @@ groups = [
             "context_formatted_call",
             "context_field",
             "context_function",
+            "context_retrieve",
             "context_evaluation",
         ],
     ),

@@ -123,3 +123,139 @@ def test_multihop_rag_improves_retrieval_and_reports_numbers_from_the_run(tmp_pa
     graph = json.loads(next((tmp_path / "run" / "graphs").glob("step-*.json")).read_text())
     first_queries = [n for n in graph["nodes"] if n["role"] == "first search query"]
     assert any(g["operation"] == "retrieve" for n in first_queries for g in n["gradients"])
+
+
+# --- solution optimization ----------------------------------------------------------
+
+
+def _solver_engine():
+    """Solves even-numbered problems right at once; odd ones off by one until critiqued."""
+    from textgraph.datasets import load_word_problems
+
+    problems = load_word_problems()
+
+    def which(prompt):
+        return next(i for i, p in enumerate(problems) if p.question in prompt)
+
+    def respond(request):
+        prompt = request.prompt_text()
+        i = which(prompt)
+        key = int(problems[i].answer)
+        if request.purpose == "forward":
+            return f"Working it out step by step.\nAnswer: {key if i % 2 == 0 else key + 1}"
+        if request.purpose == "loss":
+            if i % 2 == 0:
+                return "The solution is correct."
+            return "The last addition is off by one."
+        if request.purpose == "optimizer":
+            return f"Redoing the last addition carefully.\nAnswer: {key}"
+        raise AssertionError(request.purpose)
+
+    return ScriptedEngine(respond)
+
+
+def test_solution_optimization_votes_and_resumes_with_numbers_from_the_run(tmp_path, capsys):
+    import argparse
+    import json
+
+    from rich.console import Console
+
+    from textgraph.examples import solution_optimization as so
+
+    def run(*flags):
+        parser = argparse.ArgumentParser()
+        so.add_arguments(parser)
+        args = parser.parse_args([*flags, "--run-dir", str(tmp_path / "run")])
+        engine = _solver_engine()
+        result = asyncio.run(so.arun(args, Console(width=200), engines=(engine, engine)))
+        return result, engine
+
+    result, engine = run("--limit", "3")
+    rows = result["rows"]
+    assert [r["answers"][0] == r["gold"] for r in rows] == [True, False, True]
+    assert all(r["vote"] == r["gold"] for r in rows) and len(rows[1]["iterates"]) == 4
+    assert rows[1]["answers"] == [str(int(rows[1]["gold"]) + 1)] + [rows[1]["gold"]] * 3
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["accuracy"] == {"first": 2 / 3, "last": 1.0, "vote": 1.0}
+    assert summary["calls"] == len(engine.calls)  # 3 solves + 3 x (critique + rewrite) each
+    assert len(engine.calls) == 3 * (1 + 3 * 2)
+    out = capsys.readouterr().out
+    assert "67%" in out and "100%" in out and f"{summary['calls']} LLM calls" in out
+
+    result, engine = run("--limit", "5", "--resume")  # two more problems, the first three kept
+    assert [r["index"] for r in result["rows"]] == [0, 1, 2, 3, 4]
+    assert len([c for c in engine.calls if c.request.purpose == "forward"]) == 2
+    lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+
+    parser = argparse.ArgumentParser()
+    so.add_arguments(parser)
+    args = parser.parse_args(["--run-dir", str(tmp_path / "run")])
+    try:
+        asyncio.run(so.arun(args, Console(), engines=(engine, engine)))
+    except Exception as exc:
+        assert "already holds results" in str(exc)
+    else:
+        raise AssertionError("a second run into the same directory must not mix results")
+
+
+def test_final_number_and_majority_vote():
+    from textgraph.examples.solution_optimization import final_number, majority_vote
+
+    assert final_number("so 1,200 liters\nAnswer: 1,250.") == "1250"
+    assert final_number("Answer: 33.0") == "33" and final_number("no number") is None
+    assert final_number("first 3 then Answer: 7 apples, not 9") == "7"
+    assert final_number("3 plus 4 makes 7") == "7"
+    assert majority_vote(["5", "6", "6", None]) == "6"
+    assert majority_vote(["5", "6"]) == "5" and majority_vote([None]) is None
+
+
+def test_an_example_run_replays_from_its_cassette_without_the_model(tmp_path, monkeypatch):
+    import json
+
+    from textgraph.cli import main
+    from textgraph.engines import ScriptedEngine as Scripted
+    from textgraph.examples import simulated_counting
+
+    small = ["--model", "simulated", "--train", "6", "--val", "6", "--test", "6", "--steps", "2"]
+    cassette = tmp_path / "calls.jsonl"
+    assert main(["demo", *small, "--record", str(cassette), "--run-dir", str(tmp_path / "a")]) == 0
+
+    def unreachable(request):
+        raise AssertionError("a replayed run must not call the model")
+
+    name = simulated_counting.simulated_engine().model_name  # cassettes are keyed by model
+    monkeypatch.setattr(
+        simulated_counting, "simulated_engine", lambda: Scripted(unreachable, model_name=name)
+    )
+    assert main(["demo", *small, "--replay", str(cassette), "--run-dir", str(tmp_path / "b")]) == 0
+
+    def load(run, name):
+        return (tmp_path / run / name).read_text()
+
+    first, again = json.loads(load("a", "summary.json")), json.loads(load("b", "summary.json"))
+    assert first["calls"] == again["calls"] == len(cassette.read_text().splitlines())
+    assert again["cached_calls"] == again["calls"] and again["cost_usd"] == 0  # nothing was sent
+    usage = ("seconds", "cached_calls", "prompt_tokens", "completion_tokens", "by_purpose")
+    for summary in (first, again):
+        for key in usage:
+            del summary[key]
+    assert first == again  # scores, decisions, final prompt
+
+    def calls(run):
+        rows = [json.loads(line) for line in load(run, "trace.jsonl").splitlines()]
+        return sorted(json.dumps([r["messages"], r["response"]]) for r in rows)
+
+    assert calls("a") == calls("b")  # every request and every answer, byte for byte
+    steps = [
+        [
+            {
+                k: v
+                for k, v in json.loads(line).items()
+                if k not in ("seconds", "tokens", "cost_usd")
+            }
+            for line in load(run, "steps.jsonl").splitlines()
+        ]
+        for run in ("a", "b")
+    ]
+    assert steps[0] == steps[1]

@@ -12,6 +12,7 @@ from textgraph.datasets.loaders import (
     load_gsm8k,
     load_hotpotqa,
     load_valley_qa,
+    load_word_problems,
 )
 from textgraph.datasets.object_counting import CountingExample, generate_object_counting
 
@@ -29,4 +30,5 @@ __all__ = [
     "load_gsm8k",
     "load_hotpotqa",
     "load_valley_qa",
+    "load_word_problems",
 ]

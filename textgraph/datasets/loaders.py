@@ -209,3 +209,15 @@ def corpus_of(examples: list[HotpotExample]) -> list[Paragraph]:
         for p in example.paragraphs:
             seen.setdefault((p.title, p.text), Paragraph(title=p.title, text=p.text))
     return list(seen.values())
+
+
+WORD_PROBLEMS = Path(__file__).parent / "data" / "word_problems.jsonl"
+
+
+def load_word_problems() -> list[GSM8KExample]:
+    """12 grade-school math word problems we wrote, in GSM8K's JSONL layout.
+
+    Shipped for tests and offline runs of the solution-optimization example;
+    use `load_gsm8k` for the real dataset.
+    """
+    return load_gsm8k(WORD_PROBLEMS)

@@ -68,12 +68,13 @@ _NUMBER_WORDS = "zero one two three four five six seven eight nine ten eleven tw
 
 
 def final_number(text: str) -> str | None:
-    """The number after the last 'Answer:', else the last number (digits or a word) at all."""
-    tail = text.rsplit("Answer:", 1)[-1] if "Answer:" in text else text
+    """The first number after the last 'Answer:', else the last number (digits or a word)."""
+    answered = "Answer:" in text
+    tail = text.rsplit("Answer:", 1)[-1]
     found = re.findall(r"-?\d+|\b(?:" + "|".join(_NUMBER_WORDS) + r")\b", tail.lower())
     if not found:
         return None
-    last = found[-1]
+    last = found[0] if answered else found[-1]
     return str(_NUMBER_WORDS.index(last)) if last in _NUMBER_WORDS else str(int(last))
 
 
@@ -122,6 +123,7 @@ def build_trainer(
     max_tokens: int | None = None,
     budget: tg.Budget | None = None,
     repair: bool = True,
+    val_subset: int | None = None,
 ) -> tg.Trainer:
     module = ObjectCounter(engine, max_tokens=max_tokens)
     loss = tg.MetricLoss(same_number, critic)
@@ -148,6 +150,7 @@ def build_trainer(
         run_dir=run_dir,
         budget=budget,
         gate="not_worse",
+        val_subset=val_subset,
         backward_engine=critic,
         reject_copies=True,
         test_before=True,
@@ -195,11 +198,13 @@ def run(args: argparse.Namespace, console: Console | None = None) -> Summary:
     from textgraph.examples.simulated_counting import simulated_engine
 
     engine, critic = make_engines(args, console, simulated=simulated_engine)
-    max_tokens, repair = args.max_tokens, True
+    max_tokens, repair, val_subset = args.max_tokens, True, None
     if engine.model_name.startswith("local/"):
-        # A small local model rambles and seldom fixes its format when asked again: cap the
-        # answers and skip the optimizer's repair turn (each costs seconds on a CPU).
+        # Every call costs seconds on a CPU, and a small model rambles and seldom fixes its
+        # format when asked again: cap the answers, skip the optimizer's repair turn, and
+        # stop scoring a rewrite after 8 validation questions when it is already worse there.
         max_tokens, repair = max_tokens or 64, False
+        val_subset = 8 if args.val > 8 else None
     train, val, test = load_splits(args.data, (args.train, args.val, args.test), args.seed)
     run_dir = args.run_dir or default_run_dir("object-counting")
     trainer = build_trainer(
@@ -215,6 +220,7 @@ def run(args: argparse.Namespace, console: Console | None = None) -> Summary:
         max_tokens=max_tokens,
         budget=tg.Budget(max_cost_usd=args.max_cost) if args.max_cost else None,
         repair=repair,
+        val_subset=val_subset,
     )
     result = trainer.fit()
     for record in result.history:
