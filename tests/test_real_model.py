@@ -154,3 +154,26 @@ def test_openai_engine_talks_to_llama_cpp_server(llama_server):
     )
     assert response.text.strip() and response.usage.completion_tokens > 0
     assert engine.usage.by_purpose["forward"].calls == 1
+
+
+def test_every_example_completes_end_to_end_on_the_embedded_model(tmp_path, capsys, monkeypatch):
+    """Tiny sizes: the point is that the tiny model's odd replies never break a run."""
+    monkeypatch.delenv("TEXTGRAPH_MODEL", raising=False)
+    from textgraph.cli import main
+    from textgraph.examples import multihop_rag, solution_optimization
+
+    small = ["--train", "2", "--val", "2", "--test", "2", "--steps", "1", "--no-cache"]
+    assert main(["demo", *small, "--batch-size", "2", "--run-dir", str(tmp_path / "oc")]) == 0
+    summary = json.loads((tmp_path / "oc" / "summary.json").read_text())
+    assert summary["steps"] == 1 and summary["calls"] > 0 and summary["test_score"] is not None
+
+    rag = [*small, "--batch-size", "2", "--k", "1", "--run-dir", str(tmp_path / "rag")]
+    assert multihop_rag.main(rag) == 0
+    evaluation = json.loads((tmp_path / "rag" / "evaluation.json").read_text())
+    assert len(evaluation["after"]["examples"]) == 2
+
+    math = ["--limit", "1", "--steps", "1", "--no-cache", "--run-dir", str(tmp_path / "math")]
+    assert solution_optimization.main(math) == 0
+    row = json.loads((tmp_path / "math" / "results.jsonl").read_text().splitlines()[0])
+    assert len(row["iterates"]) == 2 and len(row["critiques"]) == 1
+    assert "local/smollm2" in capsys.readouterr().out
