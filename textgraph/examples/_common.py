@@ -87,8 +87,9 @@ def make_engines(
                 " — the embedded default, a 135M-parameter model: it shows the loop, not good "
                 "results. Pass --model openai/gpt-4o (or set TEXTGRAPH_MODEL) for a real one"
             )
+        engine = get_engine(chosen, cache=not args.no_cache, record=record, replay=replay)
         console.print(f"[yellow]{role}: {chosen}{note}.[/yellow]")
-        return get_engine(chosen, cache=not args.no_cache, record=record, replay=replay)
+        return engine
 
     engine = build(args.model, "Model", "")
     if args.critic is None or args.critic == args.model:

@@ -160,6 +160,7 @@ async def arun(
     if args.resume and args.run_dir is None:
         raise tg.ArgumentError("--resume needs --run-dir: the run to continue")
     problems = load_problems(args.data, args.limit)
+    engine, critic = engines or make_engines(args, console)
     run_dir = args.run_dir or default_run_dir("solution-optimization")
     results_path = Path(run_dir) / "results.jsonl"
     done = _finished(results_path) if args.resume else {}
@@ -172,7 +173,6 @@ async def arun(
         + (f"; {len(done)} already done" if done else "")
         + "."
     )
-    engine, critic = engines or make_engines(args, console)
     local = getattr(engine, "model_name", "").startswith("local/")
     max_tokens = args.max_tokens or (160 if local else None)
     limit = asyncio.Semaphore(args.concurrency)
