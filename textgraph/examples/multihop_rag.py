@@ -271,6 +271,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=2, help="optimization steps (2)")
     parser.add_argument("--batch-size", type=int, default=3, help="questions per step (3)")
     parser.add_argument("--k", type=int, default=2, help="passages per retrieval hop (2)")
+    parser.add_argument(
+        "--retriever",
+        choices=["bm25", "dense"],
+        default="bm25",
+        help="bm25 (keywords; default) or dense (MiniLM embeddings: textgraph[dense])",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of splits and batches")
     parser.add_argument(
         "--max-tokens", type=int, help="cap per LLM reply (default: 48 on a local model)"
@@ -297,14 +303,15 @@ async def arun(
     )
     corpus = corpus_of(everything)
     console.print(
-        f"[bold]Multi-hop RAG[/bold]: {len(corpus)} paragraphs indexed with BM25; "
+        f"[bold]Multi-hop RAG[/bold]: {len(corpus)} paragraphs indexed ({args.retriever}); "
         f"{args.train} train / {args.val} val / {args.test} test questions, {args.steps} steps."
     )
     engine, critic = engines or make_engines(args, console)
     max_tokens = args.max_tokens
     if max_tokens is None and getattr(engine, "model_name", "").startswith("local/"):
         max_tokens = 48  # queries and short answers; the tiny model rambles otherwise
-    module = MultiHopRAG(engine, tg.BM25Index(corpus), k=args.k, max_tokens=max_tokens)
+    index = tg.DenseIndex(corpus) if args.retriever == "dense" else tg.BM25Index(corpus)
+    module = MultiHopRAG(engine, index, k=args.k, max_tokens=max_tokens)
     run_dir = args.run_dir or default_run_dir("multihop-rag")
     trainer = build_trainer(
         module,
