@@ -105,7 +105,6 @@ def test_multihop_rag_improves_retrieval_and_reports_numbers_from_the_run(tmp_pa
     console = Console(width=200)
     result = asyncio.run(multihop_rag.arun(args, console, engines=(engine, engine)))
     out = capsys.readouterr().out
-    print(out)
 
     before, after = result["before"], result["after"]
     assert after["recall"] > before["recall"] and after["f1"] > before["f1"]

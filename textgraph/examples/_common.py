@@ -132,12 +132,16 @@ def print_trainer_summary(
     console.print(
         f"{summary.steps} step(s), {summary.accepted_steps} accepted; stopped: {summary.stopped}"
     )
-    by_purpose = ", ".join(f"{p} {c['calls']}" for p, c in sorted(summary.by_purpose.items()))
+    calls = {purpose: counts["calls"] for purpose, counts in summary.by_purpose.items()}
     console.print(
-        f"{summary.calls} LLM calls ({by_purpose}; {summary.cached_calls} from cache), "
-        f"{summary.prompt_tokens + summary.completion_tokens:,} tokens "
-        f"({summary.prompt_tokens:,} prompt, {summary.completion_tokens:,} completion), "
-        f"${summary.cost_usd:.4f}, {summary.seconds:.1f} s"
+        usage_line(
+            calls,
+            summary.cached_calls,
+            summary.prompt_tokens,
+            summary.completion_tokens,
+            summary.cost_usd,
+            summary.seconds,
+        )
     )
     for name, value in summary.final_parameters.items():
         console.print(f"\n[bold]final {name}:[/bold]")
@@ -153,11 +157,29 @@ def print_trainer_summary(
 def print_usage(console: Console, usage: UsageStats, seconds: float) -> None:
     """One line: calls by purpose, tokens, cost, time."""
     total = usage.total
-    per_purpose = ", ".join(
-        f"{purpose} {counts.calls}" for purpose, counts in sorted(usage.by_purpose.items())
-    )
     console.print(
-        f"{total.calls} LLM calls ({per_purpose}; {total.cached_calls} from cache), "
-        f"{total.total_tokens:,} tokens ({total.prompt_tokens:,} prompt, "
-        f"{total.completion_tokens:,} completion), ${total.cost_usd:.4f}, {seconds:.1f} s"
+        usage_line(
+            {purpose: counts.calls for purpose, counts in usage.by_purpose.items()},
+            total.cached_calls,
+            total.prompt_tokens,
+            total.completion_tokens,
+            total.cost_usd,
+            seconds,
+        )
+    )
+
+
+def usage_line(
+    calls: dict[str, int],
+    cached: int,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost_usd: float,
+    seconds: float,
+) -> str:
+    per_purpose = ", ".join(f"{purpose} {n}" for purpose, n in sorted(calls.items()))
+    return (
+        f"{sum(calls.values())} LLM calls ({per_purpose}; {cached} from cache), "
+        f"{prompt_tokens + completion_tokens:,} tokens ({prompt_tokens:,} prompt, "
+        f"{completion_tokens:,} completion), ${cost_usd:.4f}, {seconds:.1f} s"
     )
