@@ -239,3 +239,13 @@ def test_failures_only_critiques_failing_examples_plus_a_few_passing():
     scores = result.history[0].train_scores
     assert scores.count(0.0) == 2 and scores.count(1.0) == 2  # batch [5, 0, 3, 2]
     assert len(seen) == 3  # two failing + one passing
+
+
+def test_show_and_report_give_test_scores_before_and_after(tmp_path, capsys):
+    from textgraph.report.html import build_report
+    from textgraph.report.terminal import show_run
+
+    make_trainer(tmp_path / "run", test_before=True).fit()
+    show_run(str(tmp_path / "run"))
+    assert "test 0.500 -> 1.000" in capsys.readouterr().out
+    assert "test 0.500 → 1.000" in build_report(str(tmp_path / "run"))

@@ -13,6 +13,7 @@ from typing import Any
 
 import networkx as nx
 
+from textgraph._text import shorten
 from textgraph.errors import ArgumentError, GraphError
 from textgraph.variable import Variable
 
@@ -211,12 +212,7 @@ def _edge_label(g: nx.DiGraph, u: str, v: str, with_gradients: bool, separator: 
     """The op name, followed by the critiques that flowed back along the edge if asked."""
     label = g.edges[u, v].get("op") or ""
     critiques = _edge_critiques(g, u, v) if with_gradients else []
-    return label + separator + _preview(" | ".join(critiques), 120) if critiques else label
-
-
-def _preview(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return label + separator + shorten(" | ".join(critiques), 120) if critiques else label
 
 
 def to_json(obj: Variable | nx.DiGraph, *, with_gradients: bool = False) -> str:
@@ -258,7 +254,7 @@ def to_mermaid(obj: Variable | nx.DiGraph, *, with_gradients: bool = False) -> s
     names = {node_id: f"n{i}" for i, node_id in enumerate(g.nodes)}
     lines = ["flowchart TD"]
     for node_id, data in g.nodes(data=True):
-        label = f"{data.get('role', node_id)}: {_preview(data.get('value', ''))}"
+        label = f"{data.get('role', node_id)}: {shorten(data.get('value', ''))}"
         lines.append(
             f'    {names[node_id]}["{_mermaid_text(label)}"]:::{data.get("kind", "input")}'
         )
@@ -280,7 +276,7 @@ def to_dot(obj: Variable | nx.DiGraph, *, with_gradients: bool = False) -> str:
     g = _as_graph(obj)
     lines = ["digraph textgraph {", "  rankdir=TB;", "  node [shape=box, style=filled];"]
     for node_id, data in g.nodes(data=True):
-        label = f"{data.get('role', node_id)}\n{_preview(data.get('value', ''))}"
+        label = f"{data.get('role', node_id)}\n{shorten(data.get('value', ''))}"
         colour = _KIND_COLOURS.get(data.get("kind", "input"), "#ffffff")
         lines.append(
             f'  "{_dot_text(node_id)}" [label="{_dot_text(label)}", fillcolor="{colour}"];'

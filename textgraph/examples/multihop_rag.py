@@ -39,6 +39,7 @@ from rich.table import Table
 
 import textgraph as tg
 from textgraph._io import atomic_write_json
+from textgraph._text import shorten
 from textgraph.datasets import HotpotExample, corpus_of, load_hotpotqa, load_valley_qa
 from textgraph.engines.observe import forward_purpose
 from textgraph.examples._common import (
@@ -379,12 +380,7 @@ def print_chain(console: Console, run_dir: Path, module: MultiHopRAG) -> None:
         for entry in longest:
             text = entry["critique"] if entry["critique"] is not None else entry["value"]
             console.print(f"    {entry['role']}: ", end="")
-            console.print(_short(text), markup=False, highlight=False)
-
-
-def _short(text: str, limit: int = 240) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+            console.print(shorten(text, 240), markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:

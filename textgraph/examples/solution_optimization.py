@@ -34,6 +34,7 @@ from rich.table import Table
 
 import textgraph as tg
 from textgraph._io import atomic_write_json
+from textgraph._text import shorten
 from textgraph.datasets import GSM8KExample, load_gsm8k, load_word_problems
 from textgraph.examples._common import (
     add_engine_arguments,
@@ -228,7 +229,7 @@ async def arun(
     if changed is not None:
         console.print(f"\n[bold]Problem {changed['index']}[/bold]: {changed['question']}")
         console.print("[bold]first critique:[/bold] ", end="")
-        console.print(_short(changed["critiques"][0]), markup=False, highlight=False)
+        console.print(shorten(changed["critiques"][0], 300), markup=False, highlight=False)
         console.print("[bold]final solution:[/bold]")
         console.print(changed["iterates"][-1], markup=False, highlight=False)
     console.print(f"\nrun directory: {run_dir} (results.jsonl has every iterate and critique)")
@@ -259,11 +260,6 @@ def _append(path: Path, row: dict[str, Any]) -> None:
         handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -223,7 +223,13 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
     )
     headline = (
         f"stopped: {escape(summary.stopped)} · initial val {_fmt(summary.initial_val_score)} · "
-        f"best val {_fmt(summary.best_val_score)} · test {_fmt(summary.test_score)} · "
+        f"best val {_fmt(summary.best_val_score)} · test "
+        + (
+            f"{_fmt(summary.initial_test_score)} → "
+            if summary.initial_test_score is not None
+            else ""
+        )
+        + f"{_fmt(summary.test_score)} · "
         f"{summary.calls} calls · {summary.prompt_tokens + summary.completion_tokens} tokens · "
         f"${summary.cost_usd:.4f} · {summary.seconds:.1f} s"
         if summary

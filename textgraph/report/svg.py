@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from textgraph._text import shorten
+
 KIND_COLOURS = {
     "parameter": "#ffd59e",
     "input": "#e0e0e0",
@@ -19,11 +21,6 @@ KIND_COLOURS = {
     "loss": "#ffb3b3",
 }
 NODE_W, NODE_H, GAP_X, GAP_Y = 170, 46, 24, 70
-
-
-def _short(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def layout(record: dict[str, Any]) -> dict[str, tuple[float, float]]:
@@ -69,8 +66,8 @@ def graph_svg(record: dict[str, Any], *, element_id: str = "graph") -> str:
     for n in record["nodes"]:
         x, y = pos[n["id"]]
         kind = n.get("kind", "input")
-        label = _short(n.get("role", n["id"]), 26)
-        value = _short(n.get("value", ""), 28)
+        label = shorten(n.get("role", n["id"]), 26)
+        value = shorten(n.get("value", ""), 28)
         grads = len(n.get("gradients", []))
         badge = f" · {grads} critique{'s' if grads != 1 else ''}" if grads else ""
         parts.append(

@@ -12,7 +12,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from textgraph.runs import RunDir, RunError, StepRecord
+from textgraph._text import shorten
+from textgraph.runs import RunDir, RunError, StepRecord, Summary
 
 
 def word_diff(old: str, new: str) -> Text:
@@ -28,6 +29,13 @@ def word_diff(old: str, new: str) -> Text:
         if tag in ("replace", "insert"):
             out.append(" ".join(b[j1:j2]) + " ", style="green")
     return out
+
+
+def _test_scores(summary: Summary) -> str:
+    """'0.400 -> 0.550' when the test set was also scored before training, else the score."""
+    if summary.initial_test_score is None:
+        return _score(summary.test_score)
+    return f"{_score(summary.initial_test_score)} -> {_score(summary.test_score)}"
 
 
 def _score(value: float | None) -> str:
@@ -96,11 +104,6 @@ KIND_STYLES = {
 }
 
 
-def _preview(text: str, limit: int = 70) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def graph_tree(record: dict[str, Any]) -> Tree:
     """From the loss back to each parameter; each edge shows the critique that flowed on it."""
     nodes = {n["id"]: n for n in record["nodes"]}
@@ -114,7 +117,7 @@ def graph_tree(record: dict[str, Any]) -> Tree:
         text.append(f" [{n.get('kind')}]", style="dim")
         if n.get("example") is not None:
             text.append(f" (example {n['example']})", style="dim")
-        text.append(f": {_preview(n.get('value', ''))}")
+        text.append(f": {shorten(n.get('value', ''), 70)}")
         return text
 
     tree = Tree(label(nodes[root]))
@@ -131,7 +134,7 @@ def graph_tree(record: dict[str, Any]) -> Tree:
                 origin = f" (example {g['example']})" if g.get("example") is not None else ""
                 child.add(
                     Text(f"↑ critique via {op}{origin}: ", style="magenta").append(
-                        _preview(g["text"], 160), style=""
+                        shorten(g["text"], 160), style=""
                     )
                 )
             if pred.get("kind") == "parameter":
@@ -167,7 +170,7 @@ def show_run(path: str, step: int | None = None, console: Console | None = None)
     if summary is not None:
         console.print(
             f"stopped: {summary.stopped} · best val {_score(summary.best_val_score)} · test "
-            f"{_score(summary.test_score)} · {summary.calls} calls · "
+            f"{_test_scores(summary)} · {summary.calls} calls · "
             f"{summary.prompt_tokens + summary.completion_tokens} tokens · "
             f"${summary.cost_usd:.4f} · {summary.seconds:.1f} s"
         )
