@@ -100,7 +100,7 @@ def test_run_and_show_a_training_script(tmp_path, capsys, monkeypatch):
 
     assert main(["show", str(run_dir), "--step", "2"]) == 0
     detail = capsys.readouterr().out
-    assert "gradients of system" in detail and "candidate for system: proposed" in detail
+    assert "gradients of system" in detail and "from tgd step 2: accepted" in detail
     assert "should tell the model to repeat the number" in detail
     assert main(["show", str(run_dir), "--step", "9"]) == 1
     assert "has no step 9" in capsys.readouterr().err

@@ -17,8 +17,10 @@ def test_request_models_validate():
     assert request.purpose == "forward" and request.messages[0].content == "hi"
     with pytest.raises(pydantic.ValidationError):
         ChatRequest(messages=[])
+    # purposes are an open label (new optimizers bring their own), but never empty
+    assert ChatRequest(messages=[{"role": "user", "content": "hi"}], purpose="reflect").purpose
     with pytest.raises(pydantic.ValidationError):
-        ChatRequest(messages=[{"role": "user", "content": "hi"}], purpose="training")
+        ChatRequest(messages=[{"role": "user", "content": "hi"}], purpose="")
     with pytest.raises(pydantic.ValidationError):
         ResponseFormat(type="delimited", start="<a>")
     assert ChatResponse(text="x").usage.total_tokens == 0

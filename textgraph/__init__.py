@@ -7,7 +7,8 @@ requires a gradient; an optimizer rewrites those variables.
 
 import logging
 
-from textgraph import engines, report
+from textgraph import engines, optim, report
+from textgraph.candidate import Candidate
 from textgraph.code_loss import CodeTestLoss
 from textgraph.engines.context import use_engine
 from textgraph.engines.registry import get_engine
@@ -20,6 +21,7 @@ from textgraph.errors import (
     ContentFiltered,
     EngineError,
     EngineTimeout,
+    EvaluationError,
     GraphError,
     MalformedResponse,
     ParseError,
@@ -30,6 +32,7 @@ from textgraph.errors import (
     TextgraphError,
     TruncatedOutput,
 )
+from textgraph.eval import EvalResult, Evaluator, Objective, Score, evaluate
 from textgraph.graph import ancestry, graph, to_dot, to_json, to_mermaid
 from textgraph.loss import MetricLoss, MultiFieldEvaluation, TextLoss
 from textgraph.module import Module
@@ -66,6 +69,7 @@ __all__ = [
     "BM25Index",
     "Budget",
     "BudgetExceeded",
+    "Candidate",
     "CodeTestLoss",
     "Concat",
     "ConfigurationError",
@@ -73,6 +77,9 @@ __all__ = [
     "DenseIndex",
     "EngineError",
     "EngineTimeout",
+    "EvalResult",
+    "EvaluationError",
+    "Evaluator",
     "FitResult",
     "FormattedLLMCall",
     "FunctionOp",
@@ -85,6 +92,7 @@ __all__ = [
     "MetricLoss",
     "Module",
     "MultiFieldEvaluation",
+    "Objective",
     "Operation",
     "ParseError",
     "Passage",
@@ -94,6 +102,7 @@ __all__ = [
     "Retrieve",
     "RunDir",
     "RunError",
+    "Score",
     "StateDictError",
     "Sum",
     "TextLoss",
@@ -105,10 +114,12 @@ __all__ = [
     "ancestry",
     "concat",
     "engines",
+    "evaluate",
     "function",
     "get_engine",
     "graph",
     "op",
+    "optim",
     "report",
     "retrieved",
     "show",

@@ -91,3 +91,7 @@ class BudgetExceeded(EngineError):
 
 class ReplayMiss(EngineError):
     """A replay cassette has no recorded response for this request."""
+
+
+class EvaluationError(TextgraphError):
+    """An evaluation cannot go on: more examples failed than max_errors allows."""

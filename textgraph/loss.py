@@ -8,14 +8,14 @@ optimizable evaluation instruction gets an LLM-written critique.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from textgraph._sync import run_sync
-from textgraph.engines.base import ChatRequest, Engine
+from textgraph.engines.base import ChatRequest, Engine, call_engine
 from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.errors import ArgumentError
+from textgraph.eval.score import as_score
 from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, llm_backward, shown
 from textgraph.prompts import fence, render_file
 from textgraph.variable import Variable, ensure_variable, ensure_variables
@@ -62,7 +62,7 @@ class _Evaluation(Operation):
             purpose="loss",
             variable_ids=[v.id for v in fields],
         )
-        response = await engine.generate(request)
+        response = await call_engine(engine, request)
         node = Node(
             op=self, inputs=(self.instruction, *fields), engine=engine, saved={"roles": roles}
         )
@@ -141,18 +141,6 @@ class MultiFieldEvaluation(_Evaluation):
 Metric = Callable[[str, Any], float]
 
 
-def as_score(value: object, what: str) -> float:
-    """A metric's result as a float, or a clear error (bools count as 1.0 / 0.0)."""
-    if isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, (int, float)) or math.isnan(value):
-        raise ArgumentError(
-            f"{what} returned {value!r:.40} ({type(value).__name__}); it must return a "
-            "number such as 1.0 for correct and 0.0 for wrong."
-        )
-    return float(value)
-
-
 class MetricLoss(Operation):
     """A Python metric decides; the LLM only explains failures.
 
@@ -219,7 +207,7 @@ class MetricLoss(Operation):
                 purpose="loss",
                 variable_ids=[prediction.id],
             )
-            response = await engine.generate(request)
+            response = await call_engine(engine, request)
             text = f"Score {score:g} of {self.perfect:g} on {self.metric_name}. {response.text}"
         loss = Variable._from_op(
             text,

@@ -4,6 +4,7 @@
       config.json       trainer settings, data sizes and fingerprints (no secrets)
       trace.jsonl       every LLM call: step, purpose, variables, request, response, usage
       steps.jsonl       one line per step: batch, gradients, candidates, scores, decision
+      evaluations.jsonl one line per evaluation of a candidate: per-example outcomes
       checkpoints/      step-NNNN.json: parameters, optimizer and trainer state after a step
       best.json         the best parameters so far and their validation score
       summary.json      scores, calls, tokens, cost, time, why the run stopped
@@ -20,10 +21,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from textgraph._io import atomic_write_json
 from textgraph.errors import TextgraphError
+from textgraph.eval.pareto import ParetoEntry
+from textgraph.eval.result import ExampleOutcome
+
+RUN_FORMAT = "textgraph.run"
+RUN_VERSION = 2  # 2: candidates of any optimizer, evaluations.jsonl, Pareto pool
 
 
 class RunError(TextgraphError):
@@ -55,14 +61,40 @@ class GradientRecord(BaseModel):
     example: int | None = None
 
 
-class CandidateRecord(BaseModel):
+class ParameterChange(BaseModel):
     parameter: str
     old_value: str
     new_value: str
-    status: (
-        str  # proposed | unchanged | rejected: too long | rejected: copies ... | optimizer failed
-    )
+
+
+class CandidateRecord(BaseModel):
+    """One candidate a step considered, whichever optimizer proposed it.
+
+    status: accepted | rejected | not selected | filtered | unchanged | duplicate
+    (runs of format version 1 recorded one entry per parameter: read as one change).
+    """
+
+    id: str = ""
+    parents: list[str] = Field(default_factory=list)
+    origin: str = ""
+    details: Any = None
+    changes: list[ParameterChange] = Field(default_factory=list)
+    status: str
+    reason: str = ""
+    val_score: float | None = None
+    objectives: dict[str, float | None] = Field(default_factory=dict)
+    n_failed: int = 0
     warning: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_version_1(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "parameter" in data and "changes" not in data:
+            data = dict(data)
+            change = {k: data.pop(k) for k in ("parameter", "old_value", "new_value")}
+            data["changes"] = [change] if change["old_value"] != change["new_value"] else []
+            data.setdefault("origin", "tgd")
+        return data
 
 
 class StepRecord(BaseModel):
@@ -73,6 +105,9 @@ class StepRecord(BaseModel):
     gradients: dict[str, list[GradientRecord]] = Field(default_factory=dict)
     reduced: dict[str, str] = Field(default_factory=dict)
     candidates: list[CandidateRecord] = Field(default_factory=list)
+    optimizer: str = ""
+    notes: list[str] = Field(default_factory=list)
+    current: str | None = None  # the incumbent's candidate id after the step
     val_score: float | None = None
     best_score: float | None = None
     decision: str
@@ -87,6 +122,9 @@ class TrainerState(BaseModel):
     step: int
     best_score: float | None
     current_score: float | None
+    current_id: str | None = None
+    best_id: str | None = None
+    pool: list[ParetoEntry] = Field(default_factory=list)
     rejections_in_a_row: int = 0
     errors: int = 0
     calls: int = 0
@@ -102,6 +140,16 @@ class Checkpoint(BaseModel):
     best_parameters: dict[str, Any]
     optimizer: dict[str, Any]
     trainer: TrainerState
+
+
+class EvaluationRecord(BaseModel):
+    """One evaluation of a candidate (values id) on a split: the evaluation cache on disk."""
+
+    step: int
+    candidate_id: str
+    split: str
+    example_keys: list[str]
+    outcomes: list[ExampleOutcome]
 
 
 class Summary(BaseModel):
@@ -120,6 +168,9 @@ class Summary(BaseModel):
     by_purpose: dict[str, dict[str, Any]] = Field(default_factory=dict)
     final_parameters: dict[str, str] = Field(default_factory=dict)
     initial_test_score: float | None = None  # with Trainer(test_before=True)
+    optimizer: str = ""
+    selected: str | None = None  # the candidate id the module ended with
+    pareto: list[ParetoEntry] = Field(default_factory=list)
 
 
 def append_jsonl(path: Path, record: BaseModel) -> None:
@@ -162,6 +213,7 @@ class RunDir:
         self.config = self.path / "config.json"
         self.trace = self.path / "trace.jsonl"
         self.steps = self.path / "steps.jsonl"
+        self.evaluations = self.path / "evaluations.jsonl"
         self.checkpoints = self.path / "checkpoints"
         self.best = self.path / "best.json"
         self.graphs = self.path / "graphs"
@@ -180,7 +232,7 @@ class RunDir:
 
     def create(self, config: dict[str, Any]) -> None:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
-        for stale in (self.trace, self.steps, self.best, self.summary):
+        for stale in (self.trace, self.steps, self.evaluations, self.best, self.summary):
             stale.unlink(missing_ok=True)
         for old in [*self.checkpoints.glob("step-*.json"), *self.graphs.glob("step-*.json")]:
             old.unlink()
@@ -226,6 +278,14 @@ class RunDir:
 
     def read_steps(self) -> list[StepRecord]:
         return read_jsonl(self.steps, StepRecord)
+
+    def read_evaluations(self) -> list[EvaluationRecord]:
+        return read_jsonl(self.evaluations, EvaluationRecord)
+
+    def version(self) -> int:
+        """The run format version (1 for runs written before candidates were recorded)."""
+        version = self.read_config().get("version", 1)
+        return version if isinstance(version, int) else 1
 
     def read_trace(self) -> list[TraceRecord]:
         return read_jsonl(self.trace, TraceRecord)

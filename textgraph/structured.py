@@ -18,7 +18,14 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.types import StringConstraints
 
-from textgraph.engines.base import ChatRequest, ChatResponse, Engine, Message, ResponseFormat
+from textgraph.engines.base import (
+    ChatRequest,
+    ChatResponse,
+    Engine,
+    Message,
+    ResponseFormat,
+    call_engine,
+)
 from textgraph.prompts import render_file
 from textgraph.variable import Conversation
 
@@ -49,7 +56,7 @@ def conversation_of(messages: list[Message], reply: str) -> Conversation:
 
 
 async def call_text(engine: Engine, request: ChatRequest) -> Reply:
-    response = await engine.generate(request)
+    response = await call_engine(engine, request)
     return Reply(
         value=response.text,
         text=response.text,
@@ -157,7 +164,7 @@ async def _call_with_repair(
     responses: list[ChatResponse] = []
     error = ""
     for attempt in range(attempts):
-        response = await engine.generate(request.model_copy(update={"messages": messages}))
+        response = await call_engine(engine, request.model_copy(update={"messages": messages}))
         responses.append(response)
         try:
             value = parse(response.text)

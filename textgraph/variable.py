@@ -9,7 +9,9 @@ variable that requires a gradient; an optimizer then rewrites `.value`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from textgraph._ids import next_variable_id
@@ -20,6 +22,27 @@ if TYPE_CHECKING:
     from textgraph.ops.base import Node
 
 Conversation = tuple[dict[str, str], ...]
+
+# Values that stand in for some variables' own, in this context only: how a candidate
+# snapshot is evaluated without touching the module, while other tasks evaluate others.
+_overrides: contextvars.ContextVar[Mapping[Variable, str] | None] = contextvars.ContextVar(
+    "textgraph_value_overrides", default=None
+)
+
+
+@contextlib.contextmanager
+def override_values(values: Mapping[Variable, str]) -> Iterator[None]:
+    """Inside the block (and tasks and threads started in it) these variables read as
+    `values`; outside, and in other tasks, they keep their own. Setting `.value` inside
+    still sets the variable's own value."""
+    for variable, value in values.items():
+        _check_text(value, f"override for {variable.id}")
+    outer = _overrides.get()
+    token = _overrides.set({**outer, **values} if outer else dict(values))
+    try:
+        yield
+    finally:
+        _overrides.reset(token)
 
 
 class Gradient:
@@ -140,6 +163,9 @@ class Variable:
 
     @property
     def value(self) -> str:
+        overrides = _overrides.get()
+        if overrides is not None:
+            return overrides.get(self, self._value)
         return self._value
 
     @value.setter
@@ -176,11 +202,12 @@ class Variable:
         await backward(self, engine=engine, per_input=per_input)
 
     def __str__(self) -> str:
-        return self._value
+        return self.value
 
     def __repr__(self) -> str:
         flag = ", requires_grad=True" if self.requires_grad else ""
-        text = self._value if len(self._value) <= 60 else self._value[:57] + "..."
+        value = self.value
+        text = value if len(value) <= 60 else value[:57] + "..."
         return f"Variable({text!r}, role={self.role_description!r}{flag}, id={self.id!r})"
 
     def _repr_html_(self) -> str:
@@ -194,7 +221,7 @@ class Variable:
         return (
             f"<div><b>{escape(self.role_description)}</b> "
             f"<code>{escape(self.id)}</code>{' (requires grad)' if self.requires_grad else ''}"
-            f"<pre style='white-space:pre-wrap'>{escape(self._value)}</pre>"
+            f"<pre style='white-space:pre-wrap'>{escape(self.value)}</pre>"
             + (f"<ul>{grads}</ul>" if grads else "")
             + "</div>"
         )

@@ -18,8 +18,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from textgraph.engines.observe import observed
 
-Purpose = Literal["forward", "loss", "backward", "optimizer", "reduce", "validation"]
-PURPOSES: tuple[str, ...] = ("forward", "loss", "backward", "optimizer", "reduce", "validation")
+# What a call is for: an open label. The built-ins below are what textgraph's own ops,
+# losses, backward and optimizers send; a new optimizer labels its calls with its own
+# words ("propose", "reflect", ...) and traces, budgets and test doubles still see them.
+Purpose = str
+PURPOSES: tuple[str, ...] = (
+    "forward",
+    "loss",
+    "backward",
+    "optimizer",
+    "reduce",
+    "validation",
+    "propose",
+    "reflect",
+)
 
 
 class Message(BaseModel):
@@ -61,7 +73,7 @@ class ChatRequest(BaseModel):
     stop: list[str] | None = None
     seed: int | None = None
     response_format: ResponseFormat | None = None
-    purpose: Purpose = "forward"
+    purpose: str = Field(default="forward", min_length=1, max_length=64)
     variable_ids: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -115,7 +127,7 @@ class Engine(abc.ABC):
         self._semaphores = weakref.WeakKeyDictionary()
 
     async def generate(self, request: ChatRequest) -> ChatResponse:
-        return await observed(request, lambda: self._limited(request))
+        return await observed(request, lambda: self._limited(request), self.model_name)
 
     async def _limited(self, request: ChatRequest) -> ChatResponse:
         if self.max_concurrency is None:
@@ -138,6 +150,17 @@ class Engine(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model_name!r})"
+
+
+async def call_engine(engine: Engine, request: ChatRequest) -> ChatResponse:
+    """The one path every framework call takes, so observers (traces, usage, budgets) see
+    duck-typed engines (any object with an async `generate`) as they see Engine subclasses."""
+    if isinstance(engine, Engine):
+        return await engine.generate(request)
+    model = getattr(engine, "model_name", None)
+    return await observed(
+        request, lambda: engine.generate(request), model if isinstance(model, str) else None
+    )
 
 
 def is_engine(obj: object) -> bool:

@@ -22,9 +22,11 @@ class CallObserver:
 
     `before` runs before the request is sent and may raise (a budget refusing
     the call); its return value is handed back to `after` or `failed`.
+    `model` is the engine's model name (requests usually leave theirs unset),
+    so cost estimates and budgets price the call by the model that answers it.
     """
 
-    def before(self, request: ChatRequest) -> object:
+    def before(self, request: ChatRequest, model: str | None = None) -> object:
         return None
 
     def after(
@@ -34,6 +36,7 @@ class CallObserver:
         state: object,
         started: float,
         ended: float,
+        model: str | None = None,
     ) -> None:
         return None
 
@@ -44,6 +47,7 @@ class CallObserver:
         state: object,
         started: float,
         ended: float,
+        model: str | None = None,
     ) -> None:
         return None
 
@@ -84,26 +88,29 @@ def current_forward_purpose() -> str:
 
 
 async def observed(
-    request: ChatRequest, call: Callable[[], Awaitable[ChatResponse]]
+    request: ChatRequest,
+    call: Callable[[], Awaitable[ChatResponse]],
+    model: str | None = None,
 ) -> ChatResponse:
     """Run `call` under the context's observers; nested engine calls are not seen twice."""
     observers = _observers.get()
     if not observers or _inside_call.get():
         return await call()
+    model = request.model or model
     token = _inside_call.set(True)
     try:
-        states = [o.before(request) for o in observers]
+        states = [o.before(request, model=model) for o in observers]
         started = time.perf_counter()
         try:
             response = await call()
         except BaseException as error:
             ended = time.perf_counter()
             for o, state in zip(observers, states, strict=True):
-                o.failed(request, error, state, started, ended)
+                o.failed(request, error, state, started, ended, model=model)
             raise
         ended = time.perf_counter()
         for o, state in zip(observers, states, strict=True):
-            o.after(request, response, state, started, ended)
+            o.after(request, response, state, started, ended, model=model)
         return response
     finally:
         _inside_call.reset(token)

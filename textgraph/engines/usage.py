@@ -225,8 +225,9 @@ class _UsageObserver(CallObserver):
         state: object,
         started: float,
         ended: float,
+        model: str | None = None,
     ) -> None:
-        self.usage.record(request, response, response.model or request.model)
+        self.usage.record(request, response, response.model or model)
 
 
 @contextlib.contextmanager

@@ -225,9 +225,8 @@ def run(args: argparse.Namespace, console: Console | None = None) -> Summary:
     result = trainer.fit()
     for record in result.history:
         console.print(f"step {record.step}: {record.reason}")
-        for candidate in record.candidates:
-            if candidate.warning or candidate.status.startswith("rejected"):
-                console.print(f"  {candidate.status}: {candidate.warning or ''}", markup=False)
+        for note in record.notes:
+            console.print(f"  {note}", markup=False)
     critiques = [(r.step, g) for r in result.history for g in r.gradients["system_prompt"]]
     if critiques:
         step, first = critiques[0]

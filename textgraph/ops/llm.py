@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from textgraph._sync import run_sync
-from textgraph.engines.base import ChatRequest, Engine
+from textgraph.engines.base import ChatRequest, Engine, call_engine
 from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.engines.observe import current_forward_purpose
 from textgraph.errors import ArgumentError
@@ -61,7 +61,7 @@ class _LLMOperation(Operation):
             variable_ids=[v.id for v in inputs],
             **self.sampling,
         )
-        response = await engine.generate(request)
+        response = await call_engine(engine, request)
         node = Node(op=self, inputs=inputs, engine=engine, saved={"user_text": user_text})
         return response.text, node
 

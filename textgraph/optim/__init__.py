@@ -1,5 +1,8 @@
-"""Textual optimizers."""
+"""Optimizers: one contract (`Optimizer.propose`), one file per family."""
 
+from textgraph.candidate import Candidate
+from textgraph.optim.base import CandidateOutcome, Optimizer
+from textgraph.optim.context import StepContext
 from textgraph.optim.tgd import TGD, Update
 
-__all__ = ["TGD", "Update"]
+__all__ = ["TGD", "Candidate", "CandidateOutcome", "Optimizer", "StepContext", "Update"]

@@ -7,6 +7,10 @@ examples, and momentum (earlier values with the feedback they received).
 The new value comes back between markers unique to the call; a reply
 without them gets one repair turn, then the old value is kept and a
 warning recorded — `step()` never raises over a bad reply.
+
+TGD is one optimizer on the contract (`propose`): under the Trainer it asks
+the context for gradients and proposes one candidate with every rewritten
+parameter. The manual API (`step()`, `zero_grad()`) works as before.
 """
 
 from __future__ import annotations
@@ -16,15 +20,20 @@ import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textgraph._sync import run_sync
 from textgraph.engines.base import ChatRequest, Engine
 from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.errors import ArgumentError, StateDictError
+from textgraph.optim.base import Optimizer
 from textgraph.prompts import fence, load, render_file
 from textgraph.structured import call_delimited
 from textgraph.variable import Conversation, Variable, ensure_variable
+
+if TYPE_CHECKING:
+    from textgraph.candidate import Candidate
+    from textgraph.optim.context import StepContext
 
 logger = logging.getLogger("textgraph.optim")
 
@@ -51,8 +60,11 @@ class _Memory:
     entries: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-class TGD:
+class TGD(Optimizer):
     """`TGD(parameters, engine=, constraints=[...], momentum=k, in_context_examples=[...])`."""
+
+    requires_gradients: ClassVar[bool] = True
+    name: ClassVar[str] = "tgd"
 
     def __init__(
         self,
@@ -97,21 +109,47 @@ class TGD:
         return run_sync(self.astep())
 
     async def astep(self) -> list[Update]:
+        updates = await self._updates()
+        for update in updates:
+            update.parameter.value = update.new_value
+        return updates
+
+    async def propose(self, ctx: StepContext) -> list[Candidate]:
+        """Gradients on the step's batch, then one candidate with every rewrite."""
+        names = {id(p): ctx.name_of(p) for p in self.parameters}
+        await ctx.gradients()
+        updates = await self._updates(warn_without_gradients=False)
+        changes = {}
+        for update in updates:
+            name = names[id(update.parameter)]
+            if update.warning:
+                ctx.note(f"{name}: {update.warning}")
+            elif update.changed:
+                changes[name] = update.new_value
+        if not changes:
+            return []
+        return [ctx.current.with_values(changes, origin=f"tgd step {self.steps_taken}")]
+
+    async def _updates(self, warn_without_gradients: bool = True) -> list[Update]:
+        """New values for every parameter with gradients; the values are not set here."""
         todo = [p for p in self.parameters if p.gradients]
         if not todo:
-            logger.warning("TGD.step(): no parameter has gradients; call loss.backward() first")
+            if warn_without_gradients:
+                logger.warning("TGD.step(): no parameter has gradients; call loss.backward() first")
             return []
         engine = resolve_engine(self.engine, what="TGD.step()")
         step = self.steps_taken + 1
         updates = await asyncio.gather(*(self._update(p, engine, step) for p in todo))
-        for update in updates:
-            if self.momentum:
+        if self.momentum:
+            for update in updates:
                 memory = self._memory[update.parameter].entries
                 memory.append((step, update.old_value, update.parameter.grad))
                 del memory[: -self.momentum]
-            update.parameter.value = update.new_value
         self.steps_taken = step
         return list(updates)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": "tgd", "constraints": self.constraints, "momentum": self.momentum}
 
     def zero_grad(self) -> None:
         for p in self.parameters:

@@ -17,6 +17,7 @@ from typing import Any
 
 from textgraph._io import atomic_write_text
 from textgraph.report.svg import KIND_COLOURS, bar_chart, graph_svg, line_chart
+from textgraph.report.terminal import accepted_changes
 from textgraph.runs import RunDir, StepRecord
 
 CSS = """
@@ -163,12 +164,11 @@ def _versions(config: dict[str, Any], steps: list[StepRecord]) -> str:
     for s in steps:
         if s.decision != "accepted":
             continue
-        for c in s.candidates:
-            if c.status == "proposed" and c.old_value != c.new_value:
-                rows.append(
-                    f"<tr><td>{escape(c.parameter)}</td><td>step {s.step}</td><td><pre>"
-                    f"{escape(c.new_value)}</pre></td></tr>"
-                )
+        for name, _old, new in accepted_changes(s):
+            rows.append(
+                f"<tr><td>{escape(name)}</td><td>step {s.step}</td><td><pre>"
+                f"{escape(new)}</pre></td></tr>"
+            )
     return (
         "<table class='versions'><tr><th>parameter</th><th>version</th><th>value</th></tr>"
         + "".join(rows)
@@ -180,9 +180,16 @@ def _timeline(steps: list[StepRecord]) -> str:
     parts = []
     for s in steps:
         candidates = "".join(
-            f"<div class='candidate'><p><b>{escape(c.parameter)}</b>: {escape(c.status)}"
+            f"<div class='candidate'><p><b>{escape(c.id or 'candidate')}</b> "
+            f"{escape(c.origin)}: {escape(c.status)}"
+            + (f" — {escape(c.reason)}" if c.reason else "")
             + (f" — {escape(c.warning)}" if c.warning else "")
-            + f"</p><p>{_diff_html(c.old_value, c.new_value)}</p></div>"
+            + "</p>"
+            + "".join(
+                f"<p><b>{escape(ch.parameter)}</b>: {_diff_html(ch.old_value, ch.new_value)}</p>"
+                for ch in c.changes
+            )
+            + "</div>"
             for c in s.candidates
         )
         errors = "".join(f"<li>{escape(e)}</li>" for e in s.errors)

@@ -83,16 +83,42 @@ def step_detail(r: StepRecord) -> Group:
         parts.append(Panel(lines, title=f"gradients of {name}"))
         if name in r.reduced:
             parts.append(Panel(r.reduced[name], title=f"reduced gradient of {name}"))
-    for c in r.candidates:
-        body = (
-            word_diff(c.old_value, c.new_value)
-            if c.old_value != c.new_value
-            else Text("(no change)")
+    if r.notes:
+        parts.append(
+            Panel("\n".join(r.notes), title=f"notes from {r.optimizer or 'the optimizer'}")
         )
+    for c in r.candidates:
+        body = Text()
+        if c.reason:
+            body.append(c.reason + "\n", style="bold")
+        shown = {k: v for k, v in c.objectives.items() if v is not None}
+        if shown:
+            body.append(
+                "objectives: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) + "\n",
+                style="dim",
+            )
+        for change in c.changes:
+            body.append(f"{change.parameter}:\n", style="cyan")
+            body.append_text(word_diff(change.old_value, change.new_value))
+            body.append("\n")
+        if not c.changes:
+            body.append("(no change)")
         if c.warning:
             body.append(f"\n{c.warning}", style="red")
-        parts.append(Panel(body, title=f"candidate for {c.parameter}: {c.status}"))
+        label = f"candidate {c.id}" if c.id else "candidate"
+        origin = f" from {c.origin}" if c.origin else ""
+        parts.append(Panel(body, title=f"{label}{origin}: {c.status}"))
     return Group(*parts)
+
+
+def accepted_changes(r: StepRecord) -> list[tuple[str, str, str]]:
+    """(parameter, old, new) for what a step committed (run format 1 and 2)."""
+    out = []
+    for c in r.candidates:
+        taken = c.status == "accepted" or (r.decision == "accepted" and c.status == "proposed")
+        if taken:
+            out.extend((ch.parameter, ch.old_value, ch.new_value) for ch in c.changes)
+    return out
 
 
 KIND_STYLES = {
@@ -197,12 +223,6 @@ def show_run(path: str, step: int | None = None, console: Console | None = None)
         return
     console.print(steps_table(steps))
     for r in steps:
-        for c in r.candidates:
-            if r.decision == "accepted" and c.old_value != c.new_value:
-                console.print(
-                    Panel(
-                        word_diff(c.old_value, c.new_value),
-                        title=f"step {r.step}: {c.parameter} rewritten",
-                    )
-                )
+        for name, old, new in accepted_changes(r):
+            console.print(Panel(word_diff(old, new), title=f"step {r.step}: {name} rewritten"))
     console.print("details of one step: textgraph show RUN_DIR --step N")

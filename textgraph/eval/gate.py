@@ -1,0 +1,77 @@
+"""Gates: may a candidate replace the incumbent?
+
+better: its validation mean beats the best so far. not_worse: it ties or
+beats it. always: every candidate is taken. significant: a paired test on
+the per-example validation scores of candidate and incumbent (see
+`textgraph.eval.stats`): accepted when the one-sided sign-flip permutation
+p-value is below `alpha`. Failed examples count as 0 here (a candidate that
+crashes is not better for it); records keep them as failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from textgraph.errors import ArgumentError
+from textgraph.eval.stats import PairedTest, paired_test
+
+Gate = Literal["better", "not_worse", "always", "significant"]
+GATES: tuple[str, ...] = ("better", "not_worse", "always", "significant")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    accepted: bool
+    reason: str
+    score: float | None
+    test: PairedTest | None = None
+
+
+def gate_scores(scores: Sequence[float | None]) -> list[float]:
+    return [0.0 if s is None else s for s in scores]
+
+
+def check_gate(gate: object, alpha: float) -> None:
+    if gate not in GATES:
+        raise ArgumentError(f"gate must be one of {', '.join(map(repr, GATES))}; got {gate!r}")
+    if not (0 < alpha < 1):
+        raise ArgumentError(f"alpha must be between 0 and 1, got {alpha!r}")
+
+
+def decide(
+    gate: Gate,
+    candidate: Sequence[float | None],
+    incumbent: Sequence[float | None] | None,
+    *,
+    best_score: float | None,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> GateDecision:
+    """Decide on full per-example validation scores of the candidate (and incumbent)."""
+    values = gate_scores(candidate)
+    score = sum(values) / len(values) if values else None
+    old = _fmt(best_score)
+    if gate == "always":
+        return GateDecision(True, f"accepted (gate always): val {old} -> {_fmt(score)}", score)
+    if best_score is None or score is None:
+        return GateDecision(True, f"accepted: val {old} -> {_fmt(score)}", score)
+    if gate == "significant":
+        if incumbent is None or len(incumbent) != len(values):
+            raise ArgumentError(
+                "the significant gate needs the incumbent's per-example scores on the same "
+                "validation examples"
+            )
+        test = paired_test(values, gate_scores(incumbent), seed=seed)
+        ok = test.mean_difference > 0 and test.p_value < alpha
+        verdict = "<" if test.p_value < alpha else ">="
+        why = f"{test.describe()}; p {verdict} alpha {alpha:g}"
+        word = "accepted" if ok else "rejected"
+        return GateDecision(ok, f"{word}: val {old} -> {score:.3f}; {why}", score, test)
+    ok = score > best_score if gate == "better" else score >= best_score
+    return GateDecision(ok, f"{'accepted' if ok else 'rejected'}: val {old} -> {score:.3f}", score)
+
+
+def _fmt(score: float | None) -> str:
+    return "n/a" if score is None else f"{score:.3f}"

@@ -1,0 +1,62 @@
+"""The Optimizer contract: an optimizer only proposes.
+
+The loop owns evaluation, gating, records and checkpoints; it never names
+an optimizer. An optimizer implements `async propose(ctx) -> [Candidate]`
+and may learn from how its candidates fared (`observe`) and keep state
+across a resume (`state_dict` / `load_state_dict`).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textgraph.candidate import Candidate
+from textgraph.eval.result import EvalResult
+
+if TYPE_CHECKING:
+    from textgraph.optim.context import StepContext
+
+
+@dataclass
+class CandidateOutcome:
+    """How one proposed candidate fared in a step (what `observe` receives)."""
+
+    candidate: Candidate
+    status: str  # accepted | rejected | filtered | unchanged | duplicate | not selected
+    reason: str
+    result: EvalResult | None = None  # validation, when it was evaluated
+    objectives: dict[str, float | None] | None = None
+
+
+class Optimizer(abc.ABC):
+    """Base class: subclass it and implement `propose`; no constructor arguments needed."""
+
+    #: True when `propose` calls `ctx.gradients()` (the Trainer then needs a loss_fn).
+    requires_gradients: ClassVar[bool] = False
+    #: The label in records and reports (default: the class name).
+    name: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    async def propose(self, ctx: StepContext) -> list[Candidate]:
+        """New candidates to evaluate; an empty list means nothing to try this step."""
+
+    def observe(self, outcomes: list[CandidateOutcome]) -> None:  # noqa: B027 - optional hook
+        """Learn from this step's outcomes (optional)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-safe state for checkpoints (optional; stateless by default)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what `state_dict` returned (optional)."""
+
+    def config(self) -> dict[str, Any]:
+        """Settings recorded in the run's config (a resume refuses a different one)."""
+        return {"name": optimizer_name(self)}
+
+
+def optimizer_name(optimizer: object) -> str:
+    name = getattr(optimizer, "name", "")
+    return name if isinstance(name, str) and name else type(optimizer).__name__

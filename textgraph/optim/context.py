@@ -1,0 +1,86 @@
+"""StepContext: what an optimizer sees and may do during one step."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from textgraph.candidate import Candidate
+from textgraph.engines.base import Engine
+from textgraph.errors import ArgumentError
+from textgraph.eval.pareto import ParetoEntry
+from textgraph.eval.result import EvalResult
+from textgraph.module import Module
+from textgraph.variable import Gradient, Variable
+
+Evaluate = Callable[[Candidate, Sequence[Any]], Awaitable[EvalResult]]
+Gradients = Callable[[Sequence[int]], Awaitable[dict[str, list[Gradient]]]]
+
+
+@dataclass
+class StepContext:
+    """One step's view of the run.
+
+    current / best: the incumbent and the best candidate so far. pool: every
+    fully evaluated candidate with its objective values (the Pareto pool).
+    rng: seeded per run and step (use it, not `random`, so runs repeat).
+    batch: this step's training examples (batch_indices: their positions in
+    train). `await ctx.evaluate(candidate, examples)` scores any candidate on
+    any examples (cached per candidate and example). `await ctx.gradients()`
+    runs forward, loss, backward and bounded reduction on the batch and
+    returns each parameter's critiques (they are also on the parameters).
+    engine / critic_engine: the forward and the critic/optimizer engines,
+    when the run was given them (None: ops use their own or the default).
+    """
+
+    step: int
+    module: Module
+    current: Candidate
+    best: Candidate
+    pool: list[ParetoEntry]
+    rng: random.Random
+    batch: list[Any]
+    batch_indices: list[int]
+    train: Sequence[Any]
+    engine: Engine | None
+    critic_engine: Engine | None
+    _evaluate: Evaluate = field(repr=False)
+    _gradients: Gradients = field(repr=False)
+    notes: list[str] = field(default_factory=list)
+    gradients_computed: bool = False
+
+    @property
+    def parameters(self) -> dict[str, Variable]:
+        """Parameter name -> Variable, as in module.named_parameters()."""
+        return dict(self.module.named_parameters())
+
+    def name_of(self, variable: Variable) -> str:
+        for name, p in self.module.named_parameters():
+            if p is variable:
+                return name
+        raise ArgumentError(
+            f"{variable.id} ({variable.role_description}) is not a parameter of the module "
+            "being trained; give the optimizer the module's parameters (module.parameters())"
+        )
+
+    async def evaluate(
+        self, candidate: Candidate, examples: Sequence[Any] | None = None
+    ) -> EvalResult:
+        """Score `candidate` on `examples` (default: this step's batch)."""
+        if not isinstance(candidate, Candidate):
+            raise ArgumentError(
+                f"ctx.evaluate needs a tg.Candidate, got {type(candidate).__name__}"
+            )
+        return await self._evaluate(candidate, self.batch if examples is None else examples)
+
+    async def gradients(self, batch: Sequence[int] | None = None) -> dict[str, list[Gradient]]:
+        """Forward, loss, backward and reduction on the batch (indices into train)."""
+        indices = self.batch_indices if batch is None else list(batch)
+        self.gradients_computed = True
+        return await self._gradients(indices)
+
+    def note(self, text: str) -> None:
+        """A line for the step's record; `textgraph show` and the report print it."""
+        self.notes.append(str(text))

@@ -1,0 +1,896 @@
+"""Trainer: the one search loop every optimizer runs in.
+
+Each step: the optimizer proposes candidates (TGD from the critiques of a
+minibatch, others however they like); filters revert over-long or copied
+values; the survivors are scored on validation concurrently (each
+candidate's scores cached, a validation subset rejecting early); the best
+is gated against the incumbent and committed or dropped; every candidate,
+its objectives and the decision are recorded and the step checkpointed, so
+`fit(resume=True)` continues after a crash and loses at most the step in
+flight. The loop names no optimizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from textgraph._io import atomic_write_json
+from textgraph._sync import run_sync
+from textgraph.candidate import Candidate, apply_candidate, module_values
+from textgraph.engines.base import Engine
+from textgraph.engines.context import check_engine
+from textgraph.engines.observe import observe_calls
+from textgraph.engines.usage import Budget, UsageStats
+from textgraph.errors import ArgumentError, BudgetExceeded
+from textgraph.eval.evaluator import Evaluator, example_key
+from textgraph.eval.gate import Gate, check_gate, decide
+from textgraph.eval.pareto import (
+    Objective,
+    ParetoEntry,
+    Select,
+    check_select,
+    measure,
+    pareto_front,
+    resolve_objectives,
+    select_entry,
+)
+from textgraph.eval.result import EvalResult
+from textgraph.module import Module
+from textgraph.optim.base import CandidateOutcome, optimizer_name
+from textgraph.optim.context import StepContext
+from textgraph.optim.filters import filter_candidate
+from textgraph.runs import (
+    RUN_FORMAT,
+    RUN_VERSION,
+    CandidateRecord,
+    Checkpoint,
+    EvaluationRecord,
+    ParameterChange,
+    RunDir,
+    RunError,
+    StepRecord,
+    Summary,
+    TrainerState,
+    append_jsonl,
+    rewrite_jsonl,
+)
+from textgraph.train.gradients import GradientPass, gradient_pass, gradients_of
+from textgraph.train.observer import RunObserver
+from textgraph.train.progress import RunProgress
+from textgraph.variable import Variable
+
+Metric = Callable[[str, Any], Any]
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, Any]
+    history: list[StepRecord]
+    test_score: float | None
+    best_val_score: float | None
+    initial_val_score: float | None
+    stopped: str
+    summary: Summary
+    initial_test_score: float | None = None
+    pareto: list[ParetoEntry] = field(default_factory=list)  # the front, evaluation order
+    pool: list[ParetoEntry] = field(default_factory=list)  # every fully evaluated candidate
+    selected: ParetoEntry | None = None  # what the module ended with
+
+
+class Trainer:
+    """Optimize a Module's parameters on a dataset; see docs/training.md."""
+
+    def __init__(
+        self,
+        module: Module,
+        loss_fn: Callable[[Variable, Any], Any] | None = None,
+        *,
+        optimizer: Any,
+        metric: Metric,
+        train: Sequence[Any],
+        val: Sequence[Any] | None = None,
+        test: Sequence[Any] | None = None,
+        batch_size: int = 4,
+        max_steps: int = 12,
+        seed: int = 0,
+        run_dir: str | os.PathLike[str] | None = None,
+        budget: Budget | None = None,
+        gate: Gate = "not_worse",
+        alpha: float = 0.05,
+        objectives: Sequence[str | Objective] | None = None,
+        select: Select = "best",
+        val_subset: int | None = None,
+        patience: int | None = None,
+        max_errors: int = 20,
+        failures_only: bool = False,
+        keep_passing: int = 1,
+        max_gradient_chars: int = 6000,
+        reduce_engine: Engine | None = None,
+        backward_engine: Engine | None = None,
+        engine: Engine | None = None,
+        critic_engine: Engine | None = None,
+        max_chars: int | dict[str, int] | None = None,
+        reject_copies: bool = False,
+        max_concurrency: int | None = None,
+        progress: bool | None = None,
+        test_before: bool = False,
+    ) -> None:
+        if not isinstance(module, Module):
+            raise ArgumentError(f"Trainer needs a tg.Module, got {type(module).__name__}")
+        self.named = dict(module.named_parameters())
+        if not self.named:
+            raise ArgumentError("the module has no parameters (Variables with requires_grad=True)")
+        propose = getattr(optimizer, "propose", None)
+        if propose is None or not inspect.iscoroutinefunction(propose):
+            raise ArgumentError(
+                f"optimizer must be a tg.optim.Optimizer (an object with async propose(ctx)), "
+                f"got {type(optimizer).__name__}"
+            )
+        if not callable(metric):
+            raise ArgumentError("metric must be a callable metric(prediction_text, example)")
+        if loss_fn is not None and not callable(loss_fn):
+            raise ArgumentError("loss_fn must be a callable loss_fn(output, example) -> Variable")
+        if getattr(optimizer, "requires_gradients", False) and loss_fn is None:
+            raise ArgumentError(
+                f"{optimizer_name(optimizer)} learns from textual gradients: pass "
+                "loss_fn(output, example) returning a loss Variable (e.g. tg.MetricLoss)"
+            )
+        self.train = _split(train, "train", required=True)
+        check_gate(gate, alpha)
+        self.val = _split(val, "val", required=gate != "always")
+        self.test = _split(test, "test", required=False)
+        if batch_size < 1 or max_steps < 0:
+            raise ArgumentError("batch_size must be >= 1 and max_steps >= 0")
+        if val_subset is not None and not (0 < val_subset < len(self.val)):
+            raise ArgumentError(f"val_subset must be between 1 and {len(self.val) - 1}")
+        self.objectives = resolve_objectives(objectives)
+        check_select(select)
+        if select != "best" and not self.val:
+            raise ArgumentError(f"select={select!r} chooses among validated candidates: pass val")
+        for what, e in (
+            ("backward_engine", backward_engine),
+            ("reduce_engine", reduce_engine),
+            ("engine", engine),
+            ("critic_engine", critic_engine),
+        ):
+            check_engine(e, f"Trainer({what})")
+        self.module, self.loss_fn, self.optimizer, self.metric = module, loss_fn, optimizer, metric
+        self.batch_size, self.max_steps, self.seed = batch_size, max_steps, seed
+        self.run_dir, self.budget, self.gate, self.alpha = run_dir, budget, gate, alpha
+        self.select = select
+        self.val_subset, self.patience, self.max_errors = val_subset, patience, max_errors
+        self.failures_only, self.keep_passing = failures_only, keep_passing
+        self.max_gradient_chars, self.reduce_engine = max_gradient_chars, reduce_engine
+        self.backward_engine = backward_engine or critic_engine
+        self.engine, self.critic_engine = engine, critic_engine
+        self.max_chars, self.reject_copies = max_chars, reject_copies
+        self.max_concurrency, self.progress = max_concurrency, progress
+        if test_before and not self.test:
+            raise ArgumentError("test_before=True needs a test split (test=[...])")
+        self.test_before = test_before
+        self._initial_test: float | None = None
+        self._run: RunDir | None = None
+        self._step_no = 0
+        self._phase = "setup"
+        self._errors = 0
+        self._bar: RunProgress | None = None
+        self._keys: dict[str, list[str]] = {}
+        self._evaluator: Evaluator | None = None
+
+    # --- public ----------------------------------------------------------------
+
+    def fit(self, *, resume: bool = False, force: bool = False) -> FitResult:
+        return run_sync(self.afit(resume=resume, force=force))
+
+    async def afit(self, *, resume: bool = False, force: bool = False) -> FitResult:
+        started = time.perf_counter()
+        observer = RunObserver(self)
+        self._evaluator = Evaluator(
+            self.module,
+            self.metric,
+            max_concurrency=self.max_concurrency,
+            progress=False,
+            cache=True,
+            seed=self.seed,
+        )
+        checkpoint = self._open_run(resume=resume, force=force)
+        history: list[StepRecord] = []
+        elapsed_before = 0.0
+        with observe_calls(observer), RunProgress(self.progress, self.max_steps) as bar:
+            self._bar = bar
+            initial_values = module_values(self.module)
+            if checkpoint is None:
+                initial = Candidate(initial_values, origin="initial")
+                self._step_no, self._phase = 0, "initial validation"
+                val_result, test_result = await asyncio.gather(
+                    self._evaluate(initial, "val") if self.val else _none(),
+                    self._evaluate(initial, "test") if self.test_before else _none(),
+                )
+                score = val_result.gate_mean() if val_result else None
+                self._initial_test = test_result.gate_mean() if test_result else None
+                pool = [self._entry(initial, val_result, 0)] if val_result else []
+                state = TrainerState(
+                    step=0,
+                    best_score=score,
+                    current_score=score,
+                    current_id=initial.id,
+                    best_id=initial.id,
+                    pool=pool,
+                )
+                best = dict(initial_values)
+                self._checkpoint(state, best, observer, started, 0.0)
+                initial_score = score
+            else:
+                state, best = checkpoint.trainer, checkpoint.best_parameters
+                self.module.load_state_dict(checkpoint.parameters)
+                self.optimizer.load_state_dict(checkpoint.optimizer)
+                self._errors = state.errors
+                elapsed_before = state.seconds
+                assert self._run is not None
+                history = self._run.read_steps()
+                config = self._run.read_config()
+                initial_values = config.get("initial_parameters", initial_values)
+                initial_score = config.get("initial_val_score")
+                self._initial_test = config.get("initial_test_score")
+                self._reload_evaluations()
+            stopped = "max_steps"
+            while state.step < self.max_steps:
+                if self.patience is not None and state.rejections_in_a_row >= self.patience:
+                    stopped = f"patience: {state.rejections_in_a_row} rejected steps in a row"
+                    break
+                step = state.step + 1
+                self._step_no = step
+                bar.step(state.step, self._info(observer, state))
+                before_step = module_values(self.module)
+                try:
+                    record, state, best = await self._step(step, state, best, observer)
+                except BudgetExceeded as exc:
+                    # The step in flight is dropped whole: parameters as after the last step.
+                    apply_candidate(self.module, before_step)
+                    self.module.zero_grad()
+                    stopped = f"budget: {exc}"
+                    break
+                history.append(record)
+                if self._run:
+                    append_jsonl(self._run.steps, record)
+                self._checkpoint(state, best, observer, started, elapsed_before)
+                bar.step(step, self._info(observer, state))
+            final, selected = self._select(state, best)
+            apply_candidate(self.module, final)
+            self._phase, self._step_no = "test", state.step
+            test_score = None
+            if self.test:
+                try:
+                    result = await self._evaluate(Candidate(final, origin="final"), "test")
+                    test_score = result.gate_mean()
+                except BudgetExceeded as exc:
+                    stopped += f"; test not scored ({exc})"
+        front = pareto_front(state.pool, self.objectives)
+        summary = self._summary(
+            state,
+            stopped,
+            initial_score,
+            test_score,
+            history,
+            observer,
+            elapsed_before + time.perf_counter() - started,
+            selected,
+            front,
+        )
+        if self._run:
+            atomic_write_json(self._run.summary, summary.model_dump(mode="json"))
+        return FitResult(
+            best_state=self._state(final),
+            history=history,
+            test_score=test_score,
+            best_val_score=state.best_score,
+            initial_val_score=initial_score,
+            stopped=stopped,
+            summary=summary,
+            initial_test_score=self._initial_test,
+            pareto=front,
+            pool=list(state.pool),
+            selected=selected,
+        )
+
+    # --- one step --------------------------------------------------------------
+
+    async def _step(
+        self, step: int, state: TrainerState, best: dict[str, Any], observer: RunObserver
+    ) -> tuple[StepRecord, TrainerState, dict[str, Any]]:
+        t0 = time.perf_counter()
+        total = observer.usage.total
+        calls0, tokens0, cost0 = total.calls, total.total_tokens, total.cost_usd
+        batch = self._batch(step)
+        current = Candidate(module_values(self.module), origin="incumbent")
+        passes: list[GradientPass] = []
+
+        async def gradients(indices: Sequence[int]) -> dict[str, Any]:
+            for i in indices:
+                if not (isinstance(i, int) and 0 <= i < len(self.train)):
+                    raise ArgumentError(f"ctx.gradients: {i!r} is not an index into train")
+            if self.loss_fn is None:
+                raise ArgumentError(
+                    "ctx.gradients() needs the Trainer's loss_fn; pass loss_fn=... to tg.Trainer"
+                )
+            passes.append(await gradient_pass(self, step, indices))
+            self._phase = "optimizer"
+            return gradients_of(self.named)
+
+        async def evaluate(candidate: Candidate, examples: Sequence[Any]) -> EvalResult:
+            assert self._evaluator is not None
+            phase, self._phase = self._phase, "propose evaluation"
+            try:
+                result = await self._evaluator.aevaluate(examples, candidate, progress=False)
+            finally:
+                self._phase = phase
+            self._count_errors(
+                [
+                    str(result.outcomes[i].error)
+                    for i in result.evaluated
+                    if result.outcomes[i].error
+                ]
+            )
+            return result
+
+        ctx = StepContext(
+            step=step,
+            module=self.module,
+            current=current,
+            best=Candidate(best, origin="best"),
+            pool=list(state.pool),
+            rng=random.Random(f"{self.seed}:{step}"),
+            batch=[self.train[i] for i in batch],
+            batch_indices=batch,
+            train=self.train,
+            engine=self.engine,
+            critic_engine=self.critic_engine,
+            _evaluate=evaluate,
+            _gradients=gradients,
+        )
+        self._phase = "optimizer"
+        proposals = await self.optimizer.propose(ctx)
+        self.module.zero_grad()
+        proposals = self._check_proposals(proposals, current)
+        grad = passes[-1] if passes else GradientPass(batch=batch)
+        errors = [e for p in passes for e in p.errors]
+        records: dict[str, CandidateRecord] = {}
+        outcomes: list[CandidateOutcome] = []
+        survivors: list[Candidate] = []
+        for candidate in proposals:
+            kept, reasons = filter_candidate(
+                candidate,
+                current,
+                max_chars=self.max_chars,
+                reject_copies=self.reject_copies,
+                train=self.train,
+            )
+            ctx.notes.extend(reasons)
+            if kept is None:
+                status, reason = "filtered", "; ".join(reasons)
+            elif kept.id == current.id:
+                status, reason = "unchanged", "same values as the incumbent"
+            elif kept.id in records:
+                status, reason = "duplicate", "proposed twice in this step"
+            else:
+                survivors.append(kept)
+                records[kept.id] = self._record(kept, current, "proposed", "")
+                continue
+            shown = kept or candidate
+            outcomes.append(CandidateOutcome(shown, status, reason))
+            records.setdefault(
+                f"{status}:{len(records)}", self._record(shown, current, status, reason)
+            )
+
+        val_score = state.current_score
+        if not survivors:
+            decision = "unchanged"
+            if (
+                getattr(self.optimizer, "requires_gradients", False)
+                and passes
+                and not grad.received
+            ):
+                reason = "no critiques (every loss was perfect or failed): parameters kept"
+            else:
+                reason = "no usable candidate: parameters kept"
+            state = state.model_copy(update={"rejections_in_a_row": state.rejections_in_a_row + 1})
+        else:
+            self._phase = "validation"
+            decision, reason, val_score, state, best = await self._validate(
+                step, survivors, current, state, best, records, outcomes, errors
+            )
+        self.optimizer.observe(outcomes)
+        usage = observer.usage.total
+        record = StepRecord(
+            step=step,
+            batch=batch,
+            errors=errors,
+            train_scores=grad.train_scores,
+            gradients=grad.gradients,
+            reduced=grad.reduced,
+            candidates=list(records.values()),
+            optimizer=optimizer_name(self.optimizer),
+            notes=ctx.notes,
+            current=state.current_id,
+            val_score=val_score,
+            best_score=state.best_score,
+            decision=decision,
+            reason=reason,
+            calls=usage.calls - calls0,
+            tokens=usage.total_tokens - tokens0,
+            cost_usd=round(usage.cost_usd - cost0, 6),
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+        state = state.model_copy(update={"step": step, "errors": self._errors})
+        return record, state, best
+
+    async def _validate(
+        self,
+        step: int,
+        survivors: list[Candidate],
+        current: Candidate,
+        state: TrainerState,
+        best: dict[str, Any],
+        records: dict[str, CandidateRecord],
+        outcomes: list[CandidateOutcome],
+        errors: list[str],
+    ) -> tuple[str, str, float | None, TrainerState, dict[str, Any]]:
+        if not self.val:  # gate "always" without validation data: take the first
+            top = survivors[0]
+            apply_candidate(self.module, top)
+            records[top.id].status = "accepted"
+            records[top.id].reason = "accepted (gate always, no validation data)"
+            outcomes.append(CandidateOutcome(top, "accepted", records[top.id].reason))
+            state = state.model_copy(
+                update={"current_id": top.id, "best_id": top.id, "rejections_in_a_row": 0}
+            )
+            return "accepted", records[top.id].reason, None, state, dict(top.values)
+        remaining = list(survivors)
+        first_reason = ""
+        if self.val_subset is not None and self.gate != "always":
+            k = self.val_subset
+            base, *subs = await asyncio.gather(
+                self._evaluate(current, "val", limit=k, errors=errors),
+                *(self._evaluate(c, "val", limit=k, errors=errors) for c in remaining),
+            )
+            base_mean = base.gate_mean()
+            kept = []
+            for c, sub in zip(remaining, subs, strict=True):
+                mean = sub.gate_mean()
+                if base_mean is not None and mean is not None and mean < base_mean:
+                    why = f"rejected on the first {k} val examples: {base_mean:.3f} -> {mean:.3f}"
+                    first_reason = first_reason or why
+                    records[c.id].status, records[c.id].reason = "rejected", why
+                    records[c.id].val_score = mean
+                    outcomes.append(CandidateOutcome(c, "rejected", why, sub))
+                else:
+                    kept.append(c)
+            remaining = kept
+        if not remaining:
+            state = state.model_copy(update={"rejections_in_a_row": state.rejections_in_a_row + 1})
+            return "rejected", first_reason, state.current_score, state, best
+        results = await asyncio.gather(
+            *(self._evaluate(c, "val", errors=errors) for c in remaining)
+        )
+        pool = list(state.pool)
+        known = {e.candidate_id for e in pool}
+        for c, r in zip(remaining, results, strict=True):
+            objectives = measure(self.objectives, r, c)
+            records[c.id].objectives = objectives
+            records[c.id].val_score = r.gate_mean()
+            records[c.id].n_failed = r.n_failed
+            if c.id not in known:
+                pool.append(self._entry(c, r, step, objectives))
+                known.add(c.id)
+        order = sorted(
+            range(len(remaining)), key=lambda i: -(results[i].gate_mean() or 0.0)
+        )  # stable: the first proposed wins ties
+        top_i = order[0]
+        top, top_result = remaining[top_i], results[top_i]
+        incumbent = None
+        if self.gate == "significant":
+            incumbent = (await self._evaluate(current, "val", errors=errors)).scores
+        verdict = decide(
+            self.gate,
+            top_result.scores,
+            incumbent,
+            best_score=state.best_score,
+            alpha=self.alpha,
+            seed=self.seed * 1000 + step,
+        )
+        for i in order[1:]:
+            c = remaining[i]
+            why = (
+                f"not selected: {top.id} scored higher on val "
+                f"({top_result.gate_mean():.3f} vs {results[i].gate_mean():.3f})"
+            )
+            records[c.id].status, records[c.id].reason = "not selected", why
+            outcomes.append(
+                CandidateOutcome(c, "not selected", why, results[i], records[c.id].objectives)
+            )
+        word = "accepted" if verdict.accepted else "rejected"
+        records[top.id].status, records[top.id].reason = word, verdict.reason
+        outcomes.append(
+            CandidateOutcome(top, word, verdict.reason, top_result, records[top.id].objectives)
+        )
+        score = verdict.score
+        state = state.model_copy(update={"pool": pool})
+        if not verdict.accepted:
+            state = state.model_copy(update={"rejections_in_a_row": state.rejections_in_a_row + 1})
+            return "rejected", verdict.reason, state.current_score, state, best
+        apply_candidate(self.module, top)
+        new_best = state.best_score is None or (score or 0.0) >= state.best_score
+        update: dict[str, Any] = {
+            "current_score": score,
+            "current_id": top.id,
+            "rejections_in_a_row": 0,
+        }
+        if new_best or self.gate != "always":  # "always" may accept worse: best stays
+            update.update(best_score=score, best_id=top.id)
+            best = dict(top.values)
+        return "accepted", verdict.reason, score, state.model_copy(update=update), best
+
+    # --- pieces ----------------------------------------------------------------
+
+    async def _evaluate(
+        self,
+        candidate: Candidate,
+        split: str,
+        *,
+        limit: int | None = None,
+        errors: list[str] | None = None,
+    ) -> EvalResult:
+        assert self._evaluator is not None
+        data = self.val if split == "val" else self.test
+        keys = self._keys.get(split)
+        if keys is None:
+            keys = self._keys[split] = [example_key(e) for e in data]
+        if limit is not None:
+            data, keys = data[:limit], keys[:limit]
+        progress = self._bar.evaluation(f"{split} {candidate.id}") if self._bar else False
+        result = await self._evaluator.aevaluate(
+            data, candidate, description=f"{split} {candidate.id}", progress=progress
+        )
+        fresh = result.evaluated
+        if self._run is not None and fresh:
+            append_jsonl(
+                self._run.evaluations,
+                EvaluationRecord(
+                    step=self._step_no,
+                    candidate_id=result.candidate_id or candidate.id,
+                    split=split,
+                    example_keys=[keys[i] for i in fresh],
+                    outcomes=[result.outcomes[i] for i in fresh],
+                ),
+            )
+        label = "validation" if split == "val" else split
+        failed = [
+            f"{label} example {i}: {error.text}"
+            for i in fresh
+            if (error := result.outcomes[i].error) is not None
+        ]
+        if errors is not None:
+            errors.extend(failed)
+        self._count_errors(failed)
+        return result
+
+    def _reload_evaluations(self) -> None:
+        assert self._run is not None and self._evaluator is not None
+        for record in self._run.read_evaluations():
+            self._evaluator.remember(record.candidate_id, record.example_keys, record.outcomes)
+
+    def _entry(
+        self,
+        candidate: Candidate,
+        result: EvalResult,
+        step: int,
+        objectives: dict[str, float | None] | None = None,
+    ) -> ParetoEntry:
+        return ParetoEntry(
+            candidate_id=candidate.id,
+            step=step,
+            origin=candidate.origin,
+            objectives=objectives or measure(self.objectives, result, candidate),
+            values=dict(candidate.values),
+        )
+
+    def _record(
+        self, candidate: Candidate, current: Candidate, status: str, reason: str
+    ) -> CandidateRecord:
+        details = candidate.details
+        try:
+            json.dumps(details)
+        except (TypeError, ValueError):
+            details = repr(details)
+        return CandidateRecord(
+            id=candidate.id,
+            parents=list(candidate.parents),
+            origin=candidate.origin,
+            details=details,
+            changes=[
+                ParameterChange(parameter=name, old_value=str(old), new_value=str(new))
+                for name, (old, new) in candidate.changes_from(current).items()
+            ],
+            status=status,
+            reason=reason,
+        )
+
+    def _check_proposals(self, proposals: Any, current: Candidate) -> list[Candidate]:
+        name = optimizer_name(self.optimizer)
+        if not isinstance(proposals, list) or not all(isinstance(c, Candidate) for c in proposals):
+            raise ArgumentError(
+                f"{name}.propose() must return a list of tg.Candidate, got {proposals!r:.80}"
+            )
+        out = []
+        for c in proposals:
+            unknown = sorted(set(c.values) - set(self.named))
+            if unknown:
+                raise ArgumentError(
+                    f"{name} proposed values for unknown parameter(s) {unknown}; the module's "
+                    f"parameters are {sorted(self.named)}"
+                )
+            if set(c.values) != set(self.named):  # a partial snapshot: the rest as now
+                c = Candidate(
+                    {**current.values, **c.values},
+                    parents=c.parents or (current.id,),
+                    origin=c.origin,
+                    details=c.details,
+                )
+            out.append(c)
+        return out
+
+    def _select(
+        self, state: TrainerState, best: dict[str, Any]
+    ) -> tuple[dict[str, Any], ParetoEntry | None]:
+        by_id = {e.candidate_id: e for e in state.pool}
+        if self.select == "best" or not state.pool:
+            return best, by_id.get(state.best_id or "")
+        entry = select_entry(state.pool, self.select, self.objectives)
+        return dict(entry.values), entry
+
+    def _reduce_engine(self) -> Engine | None:
+        return self.reduce_engine or self.critic_engine or getattr(self.optimizer, "engine", None)
+
+    def _batch(self, step: int) -> list[int]:
+        n = len(self.train)
+        per_epoch = math.ceil(n / self.batch_size)
+        epoch, k = divmod(step - 1, per_epoch)
+        order = list(range(n))
+        random.Random(f"{self.seed}:{epoch}").shuffle(order)
+        return order[k * self.batch_size : (k + 1) * self.batch_size]
+
+    def _count_errors(self, errors: list[str]) -> None:
+        self._errors += len(errors)
+        if self._errors > self.max_errors:
+            raise RunError(
+                f"{self._errors} examples failed so far (max_errors={self.max_errors}); the last: "
+                f"{errors[-1] if errors else '?'}. Fix the pipeline or raise max_errors."
+            )
+
+    def _info(self, observer: RunObserver, state: TrainerState) -> str:
+        usage = observer.usage.total
+        return (
+            f"{usage.calls} calls · {usage.total_tokens} tokens · ${usage.cost_usd:.4f} · val "
+            f"{_fmt(state.current_score)} (best {_fmt(state.best_score)})"
+        )
+
+    # --- state, files ----------------------------------------------------------
+
+    def _state(self, values: dict[str, Any]) -> dict[str, Any]:
+        state = self.module.state_dict()
+        for name, value in values.items():
+            state["parameters"][name]["value"] = value
+        return state
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "format": RUN_FORMAT,
+            "version": RUN_VERSION,
+            "module": type(self.module).__qualname__,
+            "parameters": sorted(self.named),
+            "initial_parameters": module_values(self.module),
+            "optimizer": self.optimizer.config()
+            if hasattr(self.optimizer, "config")
+            else {"name": optimizer_name(self.optimizer)},
+            "data": {
+                split: {"size": len(data), "sha256": _fingerprint(data)}
+                for split, data in (("train", self.train), ("val", self.val), ("test", self.test))
+            },
+            "batch_size": self.batch_size,
+            "max_steps": self.max_steps,
+            "seed": self.seed,
+            "gate": self.gate,
+            "alpha": self.alpha,
+            "objectives": [o.name for o in self.objectives],
+            "select": self.select
+            if not callable(self.select)
+            else getattr(self.select, "__name__", "callable"),
+            "val_subset": self.val_subset,
+            "test_before": self.test_before,
+            "patience": self.patience,
+            "failures_only": self.failures_only,
+            "max_gradient_chars": self.max_gradient_chars,
+            "max_chars": self.max_chars,
+            "reject_copies": self.reject_copies,
+            "budget": (
+                {
+                    "max_calls": self.budget.max_calls,
+                    "max_tokens": self.budget.max_tokens,
+                    "max_cost_usd": self.budget.max_cost_usd,
+                }
+                if self.budget
+                else None
+            ),
+        }
+
+    def _open_run(self, *, resume: bool, force: bool) -> Checkpoint | None:
+        if self.run_dir is None:
+            if resume:
+                raise ArgumentError("resume=True needs a run_dir to resume from")
+            return None
+        run = self._run = RunDir(self.run_dir)
+        config = json.loads(json.dumps(self._config()))
+        if not run.exists():
+            run.create(config)
+            return None
+        if not resume:
+            if not force:
+                raise RunError(
+                    f"{run.path} already holds a run; pass resume=True to continue it "
+                    "(--resume) or force=True to start over and overwrite it (--force)"
+                )
+            run.create(config)
+            return None
+        saved = run.read_config()
+        if saved.get("version", 1) != RUN_VERSION and not force:
+            raise RunError(
+                f"{run.path} was written by an older textgraph (run format version "
+                f"{saved.get('version', 1)}; this one resumes version {RUN_VERSION}). "
+                "`textgraph show` and `textgraph report` still read it; continue in a new run_dir."
+            )
+        measured = ("initial_val_score", "initial_test_score")
+        comparable = {k: v for k, v in saved.items() if k not in measured}
+        if comparable != config and not force:
+            differ = sorted(
+                k for k in set(comparable) | set(config) if comparable.get(k) != config.get(k)
+            )
+            raise RunError(
+                f"{run.path} was created with a different configuration ({', '.join(differ)} "
+                "differ); refusing to resume it. Use another run_dir, or force=True (--force)."
+            )
+        checkpoint, skipped = run.latest_checkpoint()
+        for note in skipped:
+            print(f"textgraph: warning: {note}", file=sys.stderr)
+        if checkpoint is None:
+            run.create(config)
+            return None
+        done = checkpoint.trainer.step
+        rewrite_jsonl(run.steps, [r for r in run.read_steps() if r.step <= done])
+        rewrite_jsonl(run.trace, [r for r in run.read_trace() if r.step <= done])
+        rewrite_jsonl(run.evaluations, [r for r in run.read_evaluations() if r.step <= done])
+        for path in run.checkpoints.glob("step-*.json"):
+            if int(path.stem.split("-")[1]) > done:
+                path.unlink()
+        return checkpoint
+
+    def _checkpoint(
+        self,
+        state: TrainerState,
+        best: dict[str, Any],
+        observer: RunObserver,
+        started: float,
+        elapsed_before: float,
+    ) -> None:
+        if self._run is None:
+            return
+        usage = observer.usage.total
+        state = state.model_copy(
+            update={
+                "calls": usage.calls,
+                "tokens": usage.total_tokens,
+                "cost_usd": round(usage.cost_usd, 6),
+                "seconds": round(elapsed_before + time.perf_counter() - started, 3),
+            }
+        )
+        if state.step == 0:
+            config = self._run.read_config()
+            config["initial_val_score"] = state.current_score
+            config["initial_test_score"] = self._initial_test
+            atomic_write_json(self._run.config, config)
+        self._run.write_checkpoint(
+            Checkpoint(
+                version=2,
+                parameters=self.module.state_dict(),
+                best_parameters=best,
+                optimizer=self.optimizer.state_dict(),
+                trainer=state,
+            )
+        )
+        atomic_write_json(
+            self._run.best, {"step": state.step, "val_score": state.best_score, "parameters": best}
+        )
+
+    def _summary(
+        self,
+        state: TrainerState,
+        stopped: str,
+        initial: float | None,
+        test_score: float | None,
+        history: list[StepRecord],
+        observer: RunObserver,
+        seconds: float,
+        selected: ParetoEntry | None,
+        front: list[ParetoEntry],
+    ) -> Summary:
+        usage = observer.usage
+        if self._run is not None:  # the trace covers every session of a resumed run
+            usage = UsageStats()
+            for record in self._run.read_trace():
+                usage.add_record(
+                    record.purpose,
+                    record.prompt_tokens,
+                    record.completion_tokens,
+                    record.cached,
+                    record.cost_usd,
+                )
+        return Summary(
+            steps=state.step,
+            stopped=stopped,
+            initial_val_score=initial,
+            initial_test_score=self._initial_test,
+            best_val_score=state.best_score,
+            test_score=test_score,
+            accepted_steps=sum(r.decision == "accepted" for r in history),
+            calls=usage.total.calls,
+            cached_calls=usage.total.cached_calls,
+            prompt_tokens=usage.total.prompt_tokens,
+            completion_tokens=usage.total.completion_tokens,
+            cost_usd=round(usage.total.cost_usd, 6),
+            seconds=round(seconds, 3),
+            by_purpose=usage.as_dict()["by_purpose"],  # type: ignore[arg-type]
+            final_parameters=module_values(self.module),
+            optimizer=optimizer_name(self.optimizer),
+            selected=selected.candidate_id if selected else None,
+            pareto=front,
+        )
+
+
+async def _none() -> None:
+    return None
+
+
+def _split(data: Sequence[Any] | None, name: str, *, required: bool) -> list[Any]:
+    if data is None:
+        if required:
+            raise ArgumentError(f"the {name} split is missing; pass {name}=[...] examples")
+        return []
+    if isinstance(data, (str, bytes)) or not isinstance(data, Sequence):
+        raise ArgumentError(f"{name} must be a list of examples, got {type(data).__name__}")
+    if required and not data:
+        raise ArgumentError(f"the {name} split is empty; it needs at least one example")
+    return list(data)
+
+
+def _fingerprint(data: list[Any]) -> str:
+    def plain(x: Any) -> Any:
+        return x.model_dump(mode="json") if isinstance(x, BaseModel) else x
+
+    blob = json.dumps([plain(x) for x in data], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _fmt(score: float | None) -> str:
+    return "n/a" if score is None else f"{score:.3f}"
