@@ -65,8 +65,7 @@ def decide(
             )
         test = paired_test(values, gate_scores(incumbent), seed=seed)
         ok = test.mean_difference > 0 and test.p_value < alpha
-        verdict = "<" if test.p_value < alpha else ">="
-        why = f"{test.describe()}; p {verdict} alpha {alpha:g}"
+        why = test.describe(alpha)
         word = "accepted" if ok else "rejected"
         return GateDecision(ok, f"{word}: val {old} -> {score:.3f}; {why}", score, test)
     ok = score > best_score if gate == "better" else score >= best_score

@@ -65,12 +65,15 @@ class PairedTest:
     p_value: float  # one-sided sign-flip permutation test, H1: candidate better
     exact: bool  # every sign vector enumerated
 
-    def describe(self) -> str:
+    def describe(self, alpha: float | None = None) -> str:
         how = "exact" if self.exact else "Monte Carlo"
+        versus = ""
+        if alpha is not None:
+            versus = f" {'<' if self.p_value < alpha else '>='} alpha {alpha:g}"
         return (
             f"paired sign-flip permutation test ({how}, n={self.n}): mean difference "
-            f"{self.mean_difference:+.3f}, p={self.p_value:.4f}; paired bootstrap 95% CI "
-            f"[{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]"
+            f"{self.mean_difference:+.3f}, p={self.p_value:.4f}{versus}; paired bootstrap 95% "
+            f"CI [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}]"
         )
 
 
