@@ -10,9 +10,7 @@ from textgraph.datasets import generate_object_counting
 from textgraph.examples import object_counting
 
 
-def test_demo_runs_the_object_counting_example_and_reports_numbers_from_the_run(
-    tmp_path, capsys
-):
+def test_demo_runs_the_object_counting_example_and_reports_numbers_from_the_run(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["demo", "--model", "simulated", "--run-dir", str(run_dir)]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -111,3 +109,48 @@ def test_run_and_show_a_training_script(tmp_path, capsys, monkeypatch):
     assert "no function 'missing'" in capsys.readouterr().err
     assert main(["show", str(tmp_path / "nowhere")]) == 1
     assert "not a run directory" in capsys.readouterr().err
+
+
+EVAL_SCRIPT = """
+import textgraph as tg
+from tests.test_evaluator import Echo, echo_engine, exact
+
+def build(model=None):
+    return tg.Evaluator(Echo(echo_engine()), exact, max_concurrency=2)
+
+def pair():
+    return Echo(echo_engine(), prompt="BAD"), exact
+
+def nothing():
+    return 3
+"""
+
+
+def test_eval_prints_a_table_and_writes_per_example_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # so the script finds `tests`
+    script = tmp_path / "eval_script.py"
+    script.write_text(EVAL_SCRIPT)
+    rows = [{"q": f"What is {i}?", "a": str(i), "crash": i == 2} for i in range(5)]
+    data = tmp_path / "dev.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "result.json"
+    assert main(["eval", f"{script}:build", "--data", str(data), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "95% CI" in printed and "ValueError" in printed and f"wrote {out}" in printed
+    saved = json.loads(out.read_text())
+    assert saved["n"] == 5 and saved["n_failed"] == 1 and saved["mean"] == 1.0
+    assert saved["examples"][2]["error"].startswith("ValueError") and saved["usage"]["calls"] == 4
+
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"val": rows[:2], "test": rows[3:]}))
+    out2 = tmp_path / "pair.json"
+    assert (
+        main(["eval", f"{script}:pair", "--data", str(splits), "--split", "test", "-o", str(out2)])
+        == 0
+    )
+    assert json.loads(out2.read_text())["mean"] == 0.0
+    capsys.readouterr()
+    assert main(["eval", f"{script}:pair", "--data", str(splits)]) == 1
+    assert "choose one (--split NAME)" in capsys.readouterr().err
+    assert main(["eval", f"{script}:nothing", "--data", str(data)]) == 1
+    assert "must return a tg.Evaluator" in capsys.readouterr().err

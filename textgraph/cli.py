@@ -80,6 +80,84 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from textgraph.datasets import load_examples
+    from textgraph.eval import Evaluator
+
+    build = _load_target(args.target)
+    accepted = inspect.signature(build).parameters
+    built = build(**({"model": args.model} if args.model and "model" in accepted else {}))
+    if isinstance(built, Evaluator):
+        evaluator = built
+    elif isinstance(built, tuple) and len(built) == 2:
+        evaluator = Evaluator(*built)
+    elif isinstance(built, dict) and {"program", "metric"} <= set(built):
+        evaluator = Evaluator(built["program"], built["metric"])
+    else:
+        raise ArgumentError(
+            f"{args.target} returned {type(built).__name__}; it must return a tg.Evaluator, "
+            "a (program, metric) pair or a dict with 'program' and 'metric'"
+        )
+    if args.max_concurrency is not None:
+        evaluator.max_concurrency = args.max_concurrency
+    if args.max_errors is not None:
+        evaluator.max_errors = args.max_errors
+    examples = load_examples(args.data, args.split)
+    if args.limit is not None:
+        examples = examples[: args.limit]
+    result = evaluator.evaluate(examples)
+    table = Table(
+        title=f"{args.target} on {args.data}" + (f" [{args.split}]" if args.split else "")
+    )
+    for column in (
+        "examples",
+        "mean",
+        "95% CI",
+        "failed",
+        "calls",
+        "tokens",
+        "cost $",
+        "p50 s",
+        "p95 s",
+    ):
+        table.add_column(column, justify="right")
+    usage = result.usage
+
+    def num(x: float | None, digits: int = 3) -> str:
+        return "n/a" if x is None else f"{x:.{digits}f}"
+
+    table.add_row(
+        str(result.n),
+        num(result.mean),
+        f"[{result.ci[0]:.3f}, {result.ci[1]:.3f}]" if result.ci else "n/a",
+        str(result.n_failed),
+        str(usage.calls),
+        str(usage.prompt_tokens + usage.completion_tokens),
+        f"{usage.cost_usd:.4f}",
+        num(result.latency_p50, 2),
+        num(result.latency_p95, 2),
+    )
+    console = Console()
+    console.print(table)
+    for error in result.errors[:5]:
+        console.print(f"  {error}", markup=False, style="red")
+    if len(result.errors) > 5:
+        console.print(f"  ... and {len(result.errors) - 5} more in the JSON")
+    output = Path(
+        args.output or f"{Path(args.data).stem}{'.' + args.split if args.split else ''}.eval.json"
+    )
+    from textgraph._io import atomic_write_text
+
+    atomic_write_text(output, json.dumps(result.to_json(), indent=2) + "\n")
+    print(f"wrote {output}")
+    return 0
+
+
 def _show(args: argparse.Namespace) -> int:
     from textgraph.report.terminal import show_run
 
@@ -149,6 +227,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
+    evaluate = commands.add_parser(
+        "eval",
+        help="evaluate a program on a data file: mean, CI, errors, calls, tokens, cost, latency",
+        description="Import SCRIPT.py:FUNC or MODULE:FUNC; FUNC (with model= if it takes it) "
+        "returns a tg.Evaluator or a (program, metric) pair. Every example runs "
+        "concurrently; prints a table and writes per-example JSON.",
+    )
+    evaluate.add_argument("target", help="SCRIPT.py:FUNC or package.module:FUNC")
+    evaluate.add_argument("--data", required=True, help="a .jsonl file, or .json (list or splits)")
+    evaluate.add_argument("--split", help="which split of a JSON file of splits")
+    evaluate.add_argument("--model", help="model string passed to FUNC as model=")
+    evaluate.add_argument("--limit", type=int, help="only the first N examples")
+    evaluate.add_argument("--max-concurrency", type=int, help="examples in flight at once")
+    evaluate.add_argument("--max-errors", type=int, help="stop after more failures than this")
+    evaluate.add_argument(
+        "-o", "--output", help="JSON file to write (default DATA[.SPLIT].eval.json)"
+    )
+    evaluate.set_defaults(handler=_eval)
+
     show = commands.add_parser(
         "show",
         help="show a run: steps, decisions, gradients, rewrites",
@@ -190,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     return run_command(args.handler, args, debug=args.debug)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,5 +1,6 @@
 """Datasets: generators and loaders for examples and benchmarks."""
 
+from textgraph.datasets.files import load_examples
 from textgraph.datasets.loaders import (
     BBHExample,
     DatasetError,
@@ -27,6 +28,7 @@ __all__ = [
     "generate_object_counting",
     "gsm8k_answer",
     "load_bbh",
+    "load_examples",
     "load_gsm8k",
     "load_hotpotqa",
     "load_valley_qa",
