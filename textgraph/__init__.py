@@ -9,7 +9,6 @@ import logging
 
 from textgraph import engines, optim, report
 from textgraph.candidate import Candidate
-from textgraph.code_loss import CodeTestLoss
 from textgraph.engines.context import use_engine
 from textgraph.engines.registry import get_engine
 from textgraph.engines.usage import Budget
@@ -34,7 +33,7 @@ from textgraph.errors import (
 )
 from textgraph.eval import EvalResult, Evaluator, Objective, Score, evaluate
 from textgraph.graph import ancestry, graph, to_dot, to_json, to_mermaid
-from textgraph.loss import MetricLoss, MultiFieldEvaluation, TextLoss
+from textgraph.losses import CodeTestLoss, Loss, MetricLoss, MultiFieldEvaluation, TextLoss
 from textgraph.module import Module
 from textgraph.ops import (
     Concat,
@@ -88,6 +87,7 @@ __all__ = [
     "Hit",
     "Index",
     "LLMCall",
+    "Loss",
     "MalformedResponse",
     "MetricLoss",
     "Module",

@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from textgraph._io import atomic_write_text
-from textgraph.report.svg import KIND_COLOURS, bar_chart, graph_svg, line_chart
+from textgraph.eval.pareto import BUILTIN, ParetoEntry, pareto_front
+from textgraph.report.svg import (
+    KIND_COLOURS,
+    ScatterPoint,
+    bar_chart,
+    graph_svg,
+    line_chart,
+    scatter_plot,
+)
 from textgraph.report.terminal import accepted_changes
-from textgraph.runs import RunDir, StepRecord
+from textgraph.runs import CandidateRecord, RunDir, StepRecord, Summary
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
@@ -28,7 +36,8 @@ main{padding:16px 24px} section{background:#fff;border:1px solid #ddd;border-rad
 padding:12px 16px;margin-bottom:16px} h2{font-size:16px;margin:4px 0 10px}
 .charts{display:flex;flex-wrap:wrap;gap:12px} .badge{display:inline-block;padding:1px 8px;
 border-radius:10px;font-size:12px;color:#fff} .accepted{background:#2e7d32}
-.rejected{background:#c62828} .unchanged{background:#9e9e9e}
+.rejected{background:#c62828} .unchanged{background:#9e9e9e} .not-selected{background:#ef6c00}
+.filtered{background:#6a1b9a} .proposed{background:#1565c0} .other{background:#546e7a}
 .step{border-top:1px solid #eee;padding:8px 0} del{background:#ffd6d6;text-decoration:line-through}
 ins{background:#d6f5d6;text-decoration:none} pre{white-space:pre-wrap;background:#f4f4f4;
 padding:8px;border-radius:4px;font-size:12px;max-height:320px;overflow:auto}
@@ -38,6 +47,23 @@ max-width:62%;border:1px solid #eee} #details{flex:1;min-width:280px;font-size:1
 .legend span{display:inline-block;padding:2px 8px;margin-right:6px;border-radius:4px;
 font-size:12px} table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ddd;
 padding:4px 8px;text-align:left;vertical-align:top}
+.candidate{border-left:4px solid #ddd;margin:8px 0 8px 4px;padding:2px 0 2px 10px}
+.candidate.st-accepted{border-color:#2e7d32} .candidate.st-rejected{border-color:#c62828}
+.candidate.st-not-selected{border-color:#ef6c00} .candidate.st-filtered{border-color:#6a1b9a}
+.candidate p{margin:3px 0} .head .origin{color:#555;font-size:13px} .why{font-size:13px}
+.meta{font-size:12px;color:#555} .muted{color:#888;font-size:13px} .warning{color:#b71c1c}
+code{background:#eef;padding:0 4px;border-radius:3px;font-size:12px}
+.change{display:grid;grid-template-columns:minmax(0,1fr);gap:12px;margin:6px 0}
+.change.with-critiques{grid-template-columns:minmax(0,1fr) minmax(0,1fr)}
+@media (max-width:900px){.change.with-critiques{grid-template-columns:minmax(0,1fr)}}
+.param{font-weight:bold;font-size:13px;margin:2px 0}
+.diff-text{white-space:pre-wrap;font-size:13px;background:#f9f9f9;padding:6px;border-radius:4px}
+.critiques{background:#f3f0fa;border-radius:4px;padding:4px 8px;font-size:13px}
+.critiques summary{cursor:pointer;font-weight:bold} .critiques ol{margin:4px 0;padding-left:20px}
+.critiques pre{max-height:200px;margin:2px 0 6px} .notes{background:#fffde7;padding:2px 8px;
+border-radius:4px;font-size:13px} .notes ul{margin:2px 0}
+.pool tr.front td{background:#e8f0fe} .pool tr.selected td{background:#fff3e0}
+.pool td pre{max-height:160px;max-width:520px}
 """
 
 SCRIPT = """
@@ -176,33 +202,329 @@ def _versions(config: dict[str, Any], steps: list[StepRecord]) -> str:
     )
 
 
+_STATUS_CLASS = {
+    "accepted": "accepted",
+    "rejected": "rejected",
+    "not selected": "not-selected",
+    "filtered": "filtered",
+    "unchanged": "unchanged",
+    "duplicate": "unchanged",
+    "proposed": "proposed",
+}
+
+
+def _status_of(step: StepRecord, status: str) -> str:
+    """A candidate's status; run format 1 wrote "proposed" and let the step decide."""
+    if status == "proposed" and step.decision in ("accepted", "rejected"):
+        return step.decision
+    return status
+
+
+def _badge(status: str) -> str:
+    cls = _STATUS_CLASS.get(status, "rejected" if status.startswith("rejected") else "other")
+    return f"<span class='badge {cls}'>{escape(status)}</span>"
+
+
+def _objective(name: str, value: float) -> str:
+    if name == "score":
+        return f"{value:.3f}"
+    if name == "cost":
+        return f"${value:.3g}"
+    if name == "latency":
+        return f"{value * 1000:.3g} ms"
+    return f"{value:.4g}"
+
+
+def _objectives_text(objectives: dict[str, float | None]) -> str:
+    return " · ".join(
+        f"{name} {_objective(name, v)}" for name, v in objectives.items() if v is not None
+    )
+
+
+def _critiques_html(step: StepRecord, name: str, *, open_: bool) -> str:
+    """The critiques a parameter received in a step (and their merge, if it was reduced)."""
+    grads = step.gradients.get(name, [])
+    reduced = step.reduced.get(name)
+    if not grads and not reduced:
+        return ""
+    scores = dict(zip(step.batch, step.train_scores, strict=False))
+    items = []
+    for g in grads:
+        where = "example ?" if g.example is None else f"example {g.example}"
+        score = scores.get(g.example) if g.example is not None else None
+        if score is not None:
+            where += f" (score {score:.3g})"
+        items.append(
+            f"<li><p class='meta'>{escape(where)} · from “{escape(g.source_role)}” via "
+            f"{escape(g.operation)}</p><pre class='critique'>{escape(g.text)}</pre></li>"
+        )
+    listed = f"<ol>{''.join(items)}</ol>" if items else ""
+    count = f"{len(grads)} critique{'s' if len(grads) != 1 else ''}"
+    if reduced:
+        body = (
+            "<p class='meta'>merged into one (what the optimizer read):</p>"
+            f"<pre class='critique reduced'>{escape(reduced)}</pre>"
+            + (
+                f"<details><summary>the {count} it merged</summary>{listed}</details>"
+                if items
+                else ""
+            )
+        )
+        summary = f"critiques of {escape(name)}: {count}, merged"
+    else:
+        body = listed
+        summary = f"critiques of {escape(name)}: {count}"
+    return (
+        f"<details class='critiques'{' open' if open_ else ''}><summary>{summary}"
+        f"{'' if open_ else ' (the same as beside the other candidate)'}</summary>"
+        f"{body}</details>"
+    )
+
+
+def _open_critiques(step: StepRecord) -> set[tuple[int, str]]:
+    """(candidate index, parameter) whose critiques are shown open: beside the rewrite that
+    was taken, else beside the first candidate that changed the parameter."""
+    out: set[tuple[int, str]] = set()
+    covered: set[str] = set()
+    order = sorted(
+        range(len(step.candidates)),
+        key=lambda i: _status_of(step, step.candidates[i].status) != "accepted",
+    )
+    for i in order:
+        for ch in step.candidates[i].changes:
+            if ch.parameter not in covered:
+                out.add((i, ch.parameter))
+                covered.add(ch.parameter)
+    return out
+
+
+def _candidate_html(step: StepRecord, c: CandidateRecord, open_: set[str]) -> str:
+    status = _status_of(step, c.status)
+    head = [
+        f"<code class='cid'>{escape(c.id)}</code>" if c.id else "<b>candidate</b>",
+        _badge(status),
+    ]
+    if c.origin:
+        head.append(f"<span class='origin'>{escape(c.origin)}</span>")
+    if c.reason:
+        head.append(f"<span class='why'>{escape(c.reason)}</span>")
+    meta = []
+    shown = _objectives_text(c.objectives)
+    if shown:
+        meta.append(f"<span class='objectives'>{escape(shown)}</span>")
+    if c.n_failed:
+        meta.append(f"<span class='failed'>{c.n_failed} failed on val</span>")
+    if c.parents:
+        meta.append(f"parent {escape(', '.join(c.parents))}")
+    changes = []
+    for ch in c.changes:
+        critiques = _critiques_html(step, ch.parameter, open_=ch.parameter in open_)
+        changes.append(
+            f"<div class='change{' with-critiques' if critiques else ''}'><div class='diff'>"
+            f"<p class='param'>{escape(ch.parameter)}</p>"
+            f"<div class='diff-text'>{_diff_html(ch.old_value, ch.new_value)}</div></div>"
+            f"{critiques}</div>"
+        )
+    if not c.changes:
+        changes.append("<p class='muted'>(no change)</p>")
+    warning = f"<p class='warning'>{escape(c.warning)}</p>" if c.warning else ""
+    return (
+        f"<div class='candidate st-{_STATUS_CLASS.get(status, 'other')}'>"
+        f"<p class='head'>{' '.join(head)}</p>"
+        + (f"<p class='meta'>{' · '.join(meta)}</p>" if meta else "")
+        + warning
+        + "".join(changes)
+        + "</div>"
+    )
+
+
 def _timeline(steps: list[StepRecord]) -> str:
     parts = []
     for s in steps:
-        candidates = "".join(
-            f"<div class='candidate'><p><b>{escape(c.id or 'candidate')}</b> "
-            f"{escape(c.origin)}: {escape(c.status)}"
-            + (f" — {escape(c.reason)}" if c.reason else "")
-            + (f" — {escape(c.warning)}" if c.warning else "")
-            + "</p>"
-            + "".join(
-                f"<p><b>{escape(ch.parameter)}</b>: {_diff_html(ch.old_value, ch.new_value)}</p>"
-                for ch in c.changes
-            )
-            + "</div>"
-            for c in s.candidates
-        )
+        opened = _open_critiques(s)
+        candidates = [
+            _candidate_html(s, c, {p for i_, p in opened if i_ == i})
+            for i, c in enumerate(s.candidates)
+        ]
+        notes = "".join(f"<li>{escape(n)}</li>" for n in s.notes)
         errors = "".join(f"<li>{escape(e)}</li>" for e in s.errors)
+        facts = [
+            f"val {_fmt(s.val_score)}",
+            f"best {_fmt(s.best_score)}",
+            f"{s.calls} calls",
+            f"{s.tokens} tokens",
+            f"${s.cost_usd:.4f}",
+            f"batch {s.batch}",
+        ]
+        if s.optimizer:
+            facts.append(f"optimizer {s.optimizer}")
+        if s.current:
+            facts.append(f"incumbent {s.current}")
         parts.append(
             f"<div class='step' id='step-{s.step}'><p><b>Step {s.step}</b> "
-            f"<span class='badge {escape(s.decision)}'>{escape(s.decision)}</span> "
-            f"{escape(s.reason)} · val {_fmt(s.val_score)} · best {_fmt(s.best_score)} · "
-            f"{s.calls} calls · {s.tokens} tokens · ${s.cost_usd:.4f} · batch "
-            f"{escape(str(s.batch))}</p>{candidates}"
+            f"{_badge(s.decision)} {escape(s.reason)} · {escape(' · '.join(facts))}</p>"
+            + (
+                f"<div class='notes'><p class='meta'>notes from "
+                f"{escape(s.optimizer or 'the optimizer')}:</p><ul>{notes}</ul></div>"
+                if notes
+                else ""
+            )
             + (f"<ul class='errors'>{errors}</ul>" if errors else "")
+            + "".join(candidates)
             + "</div>"
         )
     return "".join(parts) or "<p>No steps yet.</p>"
+
+
+AXES = {
+    "score": "score (validation, higher is better)",
+    "cost": "cost (USD per example, lower is better)",
+    "latency": "latency (ms, p50 per example, lower is better)",
+    "prompt_tokens": "prompt tokens per example (lower is better)",
+}
+
+
+def _pool(
+    run: RunDir, steps: list[StepRecord], summary: Summary | None
+) -> tuple[list[ParetoEntry], list[str]]:
+    """Every fully evaluated candidate: the latest checkpoint's pool, else what the steps and
+    summary.json recorded. Also notes on where it came from."""
+    checkpoint, notes = run.latest_checkpoint()
+    if checkpoint is not None and checkpoint.trainer.pool:
+        return list(checkpoint.trainer.pool), notes
+    entries: dict[str, ParetoEntry] = {}
+    for e in summary.pareto if summary else []:
+        entries.setdefault(e.candidate_id, e)
+    for s in steps:
+        for c in s.candidates:
+            if c.id and c.objectives and c.id not in entries:
+                entries[c.id] = ParetoEntry(
+                    candidate_id=c.id, step=s.step, origin=c.origin, objectives=c.objectives
+                )
+    if entries:
+        notes.append(
+            "no checkpoint with a candidate pool: the points are the candidates the "
+            "steps and summary.json recorded"
+        )
+    return sorted(entries.values(), key=lambda e: e.step), notes
+
+
+def _front_ids(
+    pool: list[ParetoEntry], summary: Summary | None, names: list[str]
+) -> tuple[set[str], str]:
+    """Ids on the Pareto front: summary.json's, or (a run in progress) computed here over the
+    built-in objectives, whose directions are known."""
+    if summary is not None and summary.pareto:
+        return {e.candidate_id for e in summary.pareto}, ""
+    known = [BUILTIN[n] for n in names if n in BUILTIN]
+    unknown = [n for n in names if n not in BUILTIN]
+    note = (
+        f"the run has not finished: the front is computed over {', '.join(o.name for o in known)}"
+        + (f" (not {', '.join(unknown)}, whose direction is not recorded)" if unknown else "")
+    )
+    return {e.candidate_id for e in pareto_front(pool, known)}, note
+
+
+def _tooltip(e: ParetoEntry, front: bool, selected: bool) -> str:
+    lines = [f"{e.candidate_id} · step {e.step}" + (f" · {e.origin}" if e.origin else "")]
+    lines += [
+        f"{name}: {'—' if v is None else _objective(name, v)}" for name, v in e.objectives.items()
+    ]
+    lines.append(
+        ("selected · " if selected else "") + ("on the Pareto front" if front else "dominated")
+    )
+    return "\n".join(lines)
+
+
+def _pareto_section(
+    run: RunDir, config: dict[str, Any], steps: list[StepRecord], summary: Summary | None
+) -> str:
+    pool, notes = _pool(run, steps, summary)
+    selected = (summary.selected if summary else None) or (steps[-1].current if steps else None)
+    if not pool:
+        return (
+            "<p>No candidate was fully evaluated on validation data, so there is nothing to "
+            "plot (runs without validation data, and runs written before format version 2, "
+            "have no candidate pool).</p>"
+        )
+    names: list[str] = []
+    for n in [*config.get("objectives", []), *(k for e in pool for k in e.objectives)]:
+        if isinstance(n, str) and n not in names:
+            names.append(n)
+    front, front_note = _front_ids(pool, summary, names)
+    if front_note:
+        notes.append(front_note)
+    plots = []
+    for name in names:
+        if name == "score":
+            continue
+        scale = 1000.0 if name == "latency" else 1.0
+        points = [
+            ScatterPoint(
+                id=e.candidate_id,
+                x=float(e.objectives[name]) * scale,  # type: ignore[arg-type]
+                y=float(e.objectives["score"]),  # type: ignore[arg-type]
+                tooltip=_tooltip(e, e.candidate_id in front, e.candidate_id == selected),
+                front=e.candidate_id in front,
+                selected=e.candidate_id == selected,
+            )
+            for e in pool
+            if e.objectives.get(name) is not None and e.objectives.get("score") is not None
+        ]
+        if points:
+            plots.append(
+                scatter_plot(
+                    f"score against {name}",
+                    points,
+                    x_label=AXES.get(name, name),
+                    y_label=AXES["score"],
+                )
+            )
+    if not plots:
+        plots.append("<p>No objective besides score has values to plot against.</p>")
+    header = ["candidate", "step", "origin", *names, ""]
+    rows = []
+    for e in pool:
+        marks = []
+        if e.candidate_id == selected:
+            marks.append("selected")
+        if e.candidate_id in front:
+            marks.append("front")
+        values = "".join(
+            f"<p class='param'>{escape(k)}</p><pre>{escape(str(v))}</pre>"
+            for k, v in e.values.items()
+        )
+        cells = [
+            f"<code>{escape(e.candidate_id)}</code>",
+            f"<a href='#step-{e.step}'>{e.step}</a>" if e.step else "0",
+            escape(e.origin),
+            *(
+                "—" if e.objectives.get(n) is None else escape(_objective(n, e.objectives[n]))  # type: ignore[arg-type]
+                for n in names
+            ),
+            escape(" · ".join(marks))
+            + (f"<details><summary>values</summary>{values}</details>" if values else ""),
+        ]
+        cls = " ".join(marks)
+        rows.append(f"<tr class='{cls}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    chosen = (
+        f"Selected: <code>{escape(selected)}</code>"
+        + ("" if any(e.candidate_id == selected for e in pool) else " (not in the pool)")
+        if selected
+        else "No candidate was selected yet."
+    )
+    return (
+        f"<p>{len(pool)} fully evaluated candidate{'s' if len(pool) != 1 else ''}, "
+        f"{len(front)} on the Pareto front (filled; the front is over all objectives, so a "
+        f"front point can look dominated in one plot). {chosen}</p>"
+        + "".join(f"<p class='meta'>{escape(n)}</p>" for n in notes)
+        + f"<div class='charts pareto'>{''.join(plots)}</div>"
+        + "<table class='pool'><tr>"
+        + "".join(f"<th>{escape(h)}</th>" for h in header)
+        + "</tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def build_report(run_dir: str | os.PathLike[str]) -> str:
@@ -251,13 +573,17 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
         else "<p>No computation graphs were recorded for this run.</p>"
     )
     data = {"graphs": graphs}
+    name = (summary.optimizer if summary else "") or (config.get("optimizer") or {}).get("name")
+    optimizer = f"optimizer {name} · " if isinstance(name, str) and name else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
 <title>textgraph report · {escape(str(run_dir))}</title><style>{CSS}</style></head>
 <body><header><h1>textgraph run: {escape(str(run_dir))}</h1>
 <p>{escape(str(config.get("module")))} · batch {escape(str(config.get("batch_size")))} ·
-gate {escape(str(config.get("gate")))} · {len(steps)} steps</p><p>{headline}</p></header>
+gate {escape(str(config.get("gate")))} · {escape(optimizer)}{len(steps)} steps</p><p>{
+        headline
+    }</p></header>
 <main>
 <section><h2>Scores, calls, tokens and cost</h2>
 {
@@ -269,6 +595,8 @@ gate {escape(str(config.get("gate")))} · {len(steps)} steps</p><p>{headline}</p
         )
     }</section>
 <section><h2>Computation graph</h2>{graph_section}</section>
+<section id="pareto"><h2>Candidates and the Pareto front</h2>
+{_pareto_section(run, config, steps, summary)}</section>
 <section><h2>Steps</h2>{_timeline(steps)}</section>
 <section><h2>Parameter versions</h2>{_versions(config, steps)}</section>
 </main>

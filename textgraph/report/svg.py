@@ -1,4 +1,4 @@
-"""SVG drawings computed in Python: the computation graph and small charts.
+"""SVG drawings computed in Python: the computation graph, small charts, scatter plots.
 
 No JavaScript layout library: nodes are placed in layers by their longest
 distance from an input, edges are straight lines. All text goes through
@@ -7,7 +7,9 @@ html.escape.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 
@@ -149,5 +151,144 @@ def bar_chart(title: str, values: dict[str, float], *, width: int = 460, unit: s
             f'<text x="{116 + length:.0f}" y="{y + 13}" font-size="11">'
             f"{escape(f'{value:,.4g}{unit}')}</text>"
         )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values (1, 2 or 5 times a power of ten) covering [low, high]."""
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return [low]
+    raw = (high - low) / max(count - 1, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step - 1e-9) * step
+    ticks = []
+    value = first
+    while value <= high + step * 1e-9:
+        ticks.append(0.0 if abs(value) < step * 1e-9 else value)
+        value = first + len(ticks) * step
+    return ticks
+
+
+def _padded(values: Sequence[float]) -> tuple[float, float]:
+    """An axis range around the values; equal values get a margin instead of a zero span."""
+    low, high = min(values), max(values)
+    if high == low:
+        margin = abs(low) * 0.1 or 1.0
+        return low - margin, high + margin
+    margin = (high - low) * 0.08
+    return low - margin, high + margin
+
+
+def _tick_label(value: float) -> str:
+    return f"{value:.3g}"
+
+
+@dataclass(frozen=True)
+class ScatterPoint:
+    """One candidate in a scatter plot: `front` and `selected` change how it is drawn."""
+
+    id: str
+    x: float
+    y: float
+    tooltip: str
+    front: bool = False
+    selected: bool = False
+
+
+def scatter_plot(
+    title: str,
+    points: Sequence[ScatterPoint],
+    *,
+    x_label: str,
+    y_label: str,
+    width: int = 380,
+    height: int = 280,
+) -> str:
+    """Points with axes, ticks and a <title> tooltip each; the selected one ringed and labelled."""
+    left, right, top, bottom = 56, 18, 40, 46
+    plot_w, plot_h = width - left - right, height - top - bottom
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart scatter" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(title)}">'
+        f'<text x="10" y="16" font-size="13" font-weight="bold">{escape(title)}</text>'
+        f'<text x="10" y="31" font-size="10" fill="#555">'
+        f'<tspan fill="#1565c0">●</tspan> Pareto front  '
+        f'<tspan fill="#888">○</tspan> dominated  '
+        f'<tspan fill="#e65100">◎</tspan> selected</text>'
+    ]
+    if not points:
+        parts.append(
+            f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" font-size="12" fill="#777" '
+            'text-anchor="middle">no candidate has both values</text></svg>'
+        )
+        return "".join(parts)
+    x_low, x_high = _padded([p.x for p in points])
+    y_low, y_high = _padded([p.y for p in points])
+
+    def sx(v: float) -> float:
+        return left + (v - x_low) / (x_high - x_low) * plot_w
+
+    def sy(v: float) -> float:
+        return top + plot_h - (v - y_low) / (y_high - y_low) * plot_h
+
+    base = top + plot_h
+    parts.append(
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>'
+    )
+    for t in nice_ticks(x_low, x_high):
+        x = sx(t)
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{base}" stroke="#eee"/>'
+            f'<line x1="{x:.1f}" y1="{base}" x2="{x:.1f}" y2="{base + 4}" stroke="#777"/>'
+            f'<text class="tick" x="{x:.1f}" y="{base + 15}" font-size="10" '
+            f'text-anchor="middle">{escape(_tick_label(t))}</text>'
+        )
+    for t in nice_ticks(y_low, y_high):
+        y = sy(t)
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#eee"/>'
+            f'<line x1="{left - 4}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#777"/>'
+            f'<text class="tick" x="{left - 6}" y="{y + 3:.1f}" font-size="10" '
+            f'text-anchor="end">{escape(_tick_label(t))}</text>'
+        )
+    parts.append(
+        f'<text class="axis-label" x="{left + plot_w / 2:.0f}" y="{height - 8}" '
+        f'font-size="11" text-anchor="middle">{escape(x_label)}</text>'
+        f'<text class="axis-label" x="12" y="{top + plot_h / 2:.0f}" font-size="11" '
+        f'text-anchor="middle" transform="rotate(-90 12 {top + plot_h / 2:.0f})">'
+        f"{escape(y_label)}</text>"
+    )
+    # dominated first, then the front, the selected point last: it stays on top
+    for p in sorted(points, key=lambda p: (p.selected, p.front)):
+        x, y = sx(p.x), sy(p.y)
+        kind = "front" if p.front else "dominated"
+        shape = (
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="#1565c0" stroke="#0d47a1"/>'
+            if p.front
+            else f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4.5" fill="#fff" stroke="#888" '
+            'stroke-width="1.5"/>'
+        )
+        if p.selected:
+            shape += (
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="9" fill="none" stroke="#e65100" '
+                'stroke-width="2.5"/>'
+            )
+        parts.append(
+            f'<g class="point {kind}{" selected" if p.selected else ""}" '
+            f'data-id="{escape(p.id)}">{shape}<title>{escape(p.tooltip)}</title></g>'
+        )
+    for p in points:
+        if p.selected:
+            x, y = sx(p.x), sy(p.y)
+            anchor, dx = ("end", -12) if x > left + plot_w * 0.6 else ("start", 12)
+            ly = y - 10 if y > top + 14 else y + 20
+            parts.append(
+                f'<text class="selected-label" x="{x + dx:.1f}" y="{ly:.1f}" font-size="11" '
+                f'font-weight="bold" fill="#e65100" text-anchor="{anchor}">'
+                f"selected {escape(p.id)}</text>"
+            )
     parts.append("</svg>")
     return "".join(parts)

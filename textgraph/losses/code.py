@@ -14,7 +14,8 @@ import asyncio
 
 from textgraph._sync import run_sync
 from textgraph.errors import ArgumentError
-from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, shown
+from textgraph.losses.base import Loss
+from textgraph.ops.base import Node, shown
 from textgraph.sandbox import SandboxResult, run_tests
 from textgraph.variable import Variable, ensure_variable
 
@@ -34,9 +35,8 @@ def describe_result(result: SandboxResult) -> str:
     return text if len(text) <= MAX_CRITIQUE else text[: MAX_CRITIQUE - 1] + "…"
 
 
-class CodeTestLoss(Operation):
+class CodeTestLoss(Loss):
     name = "code_tests"
-    backward_calls_llm = False
 
     def __init__(self, tests: str, *, timeout_s: float = 10.0, memory_mb: int = 512) -> None:
         if not isinstance(tests, str) or "def test" not in tests:
@@ -55,20 +55,15 @@ class CodeTestLoss(Operation):
             run_tests, code.value, self.tests, timeout_s=self.timeout_s, memory_mb=self.memory_mb
         )
         node = Node(op=self, inputs=(code,), saved={"result": result})
-        loss = Variable._from_op(
+        return self.output(
             describe_result(result),
             role_description=f"unit test results of the {code.role_description}",
             node=node,
-            is_loss=True,
+            score=result.score,
         )
-        loss.score = result.score
-        return loss
 
-    async def backward(self, ctx: BackwardContext) -> list[Feedback]:
-        if ctx.node.saved["result"].passed:
-            return []
-        critique = "\n\n".join(ctx.feedback)
-        return [Feedback(t, critique) for t in ctx.targets]
+    def is_perfect(self, node: Node) -> bool:
+        return node.saved["result"].passed
 
     def describe(self, node: Node, elide: Variable | None = None) -> str:
         (code,) = node.inputs

@@ -1,4 +1,4 @@
-"""Textual losses: an evaluation whose text is the critique backward starts from.
+"""LLM-judged losses: TextLoss and MultiFieldEvaluation.
 
 An evaluation of some text *is* feedback on that text, so a loss passes its
 critique straight to the evaluated variables, with no extra LLM call (TextGrad
@@ -8,15 +8,14 @@ optimizable evaluation instruction gets an LLM-written critique.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from textgraph._sync import run_sync
 from textgraph.engines.base import ChatRequest, Engine, call_engine
 from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.errors import ArgumentError
-from textgraph.eval.score import as_score
-from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, llm_backward, shown
+from textgraph.losses.base import Loss
+from textgraph.ops.base import BackwardContext, Feedback, Node, llm_backward, shown
 from textgraph.prompts import fence, render_file
 from textgraph.variable import Variable, ensure_variable, ensure_variables
 
@@ -39,12 +38,11 @@ def _field_block(roles: Sequence[str], fields: Sequence[Variable], elide: Variab
     )
 
 
-class _Evaluation(Operation):
+class _Evaluation(Loss):
     """An LLM judges one or more fields against an instruction."""
 
     name = "evaluation"
     calls_llm = True
-    backward_calls_llm = False  # the critique passes straight to the evaluated text
 
     def __init__(self, instruction: str | Variable, engine: Engine | None = None) -> None:
         check_engine(engine, f"{type(self).__name__}(engine)")
@@ -66,13 +64,15 @@ class _Evaluation(Operation):
         node = Node(
             op=self, inputs=(self.instruction, *fields), engine=engine, saved={"roles": roles}
         )
-        role = f"evaluation of the {what}"
-        return Variable._from_op(response.text, role_description=role, node=node, is_loss=True)
+        return self.output(response.text, role_description=f"evaluation of the {what}", node=node)
+
+    def critiqued(self, ctx: BackwardContext) -> list[Variable]:
+        return [t for t in ctx.targets if t is not ctx.node.inputs[0]]
 
     async def backward(self, ctx: BackwardContext) -> list[Feedback]:
-        critique = "\n\n".join(ctx.feedback)
-        direct = [Feedback(t, critique) for t in ctx.targets if t is not ctx.node.inputs[0]]
+        # An optimizable instruction gets an LLM-written critique; the fields get the text.
         instruction = tuple(t for t in ctx.targets if t is ctx.node.inputs[0])
+        direct = await super().backward(ctx)
         return direct + (await llm_backward(ctx, instruction) if instruction else [])
 
     def describe(self, node: Node, elide: Variable | None = None) -> str:
@@ -136,106 +136,3 @@ class MultiFieldEvaluation(_Evaluation):
                 f"{len(self.role_descriptions)} role_descriptions; give one variable per role."
             )
         return await self._evaluate(fields, self.role_descriptions)
-
-
-Metric = Callable[[str, Any], float]
-
-
-class MetricLoss(Operation):
-    """A Python metric decides; the LLM only explains failures.
-
-    `MetricLoss(metric, engine=)(prediction, target)`: `metric(prediction.value,
-    target_value)` returns a number; at or above `perfect` no LLM call is
-    made and no gradient flows. Otherwise the LLM explains the failure and
-    that explanation is the critique passed to the prediction.
-    """
-
-    name = "metric_loss"
-    calls_llm = True
-    backward_calls_llm = False
-
-    def __init__(self, metric: Metric, engine: Engine | None = None, *, perfect: float = 1.0):
-        if not callable(metric):
-            raise ArgumentError(f"metric must be callable(prediction, target), got {metric!r:.40}")
-        check_engine(engine, "MetricLoss(engine)")
-        self.metric = metric
-        self.engine = engine
-        self.perfect = float(perfect)
-        self.metric_name = getattr(metric, "__name__", type(metric).__name__)
-
-    def __call__(self, prediction: Variable, target: Variable | Any) -> Variable:
-        return run_sync(self.acall(prediction, target))
-
-    async def acall(self, prediction: Variable, target: Variable | Any) -> Variable:
-        prediction = ensure_variable(prediction, "MetricLoss prediction")
-        target_value = target.value if isinstance(target, Variable) else target
-        score = self.score(prediction.value, target_value)
-        target_text = target_value if isinstance(target_value, str) else repr(target_value)
-        target_role = target.role_description if isinstance(target, Variable) else "target"
-        node = Node(
-            op=self,
-            inputs=(prediction,),
-            saved={"score": score, "target": target_text, "target_role": target_role},
-        )
-        if score >= self.perfect:
-            text = (
-                f"Score {score:g} (perfect) on {self.metric_name}: the "
-                f"{prediction.role_description} passed the check."
-            )
-        else:
-            engine = resolve_engine(self.engine, what="MetricLoss explanation of a failure")
-            node.engine = engine
-            origin = prediction.grad_fn
-            context = (
-                "How the prediction was produced:\n" + origin.op.describe(origin)
-                if origin is not None
-                else "(the prediction was given directly, not computed in the graph)"
-            )
-            user = render_file(
-                "metric_explain_user",
-                context=context,
-                score=f"{score:g}",
-                perfect=f"{self.perfect:g}",
-                prediction_role=prediction.role_description,
-                prediction=fence(prediction.value),
-                target_role=target_role,
-                target=fence(target_text),
-            )
-            request = ChatRequest.from_prompts(
-                render_file("metric_explain_system"),
-                user,
-                purpose="loss",
-                variable_ids=[prediction.id],
-            )
-            response = await call_engine(engine, request)
-            text = f"Score {score:g} of {self.perfect:g} on {self.metric_name}. {response.text}"
-        loss = Variable._from_op(
-            text,
-            role_description=f"{self.metric_name} evaluation of the {prediction.role_description}",
-            node=node,
-            is_loss=True,
-        )
-        loss.score = score
-        return loss
-
-    def score(self, prediction: str, target: Any) -> float:
-        return as_score(self.metric(prediction, target), f"metric {self.metric_name}")
-
-    async def backward(self, ctx: BackwardContext) -> list[Feedback]:
-        if ctx.node.saved["score"] >= self.perfect:
-            return []
-        critique = "\n\n".join(ctx.feedback)
-        return [Feedback(t, critique) for t in ctx.targets]
-
-    def describe(self, node: Node, elide: Variable | None = None) -> str:
-        (prediction,) = node.inputs
-        return (
-            f"The metric {self.metric_name} compared a prediction with its target "
-            f"(score {node.saved['score']:g}).\n"
-            f'<PREDICTION role="{prediction.role_description}">\n{shown(prediction, elide)}\n'
-            f'</PREDICTION>\n<TARGET role="{node.saved["target_role"]}">\n'
-            f"{fence(node.saved['target'])}\n</TARGET>"
-        )
-
-    def location_of(self, node: Node, variable: Variable) -> str:
-        return "the prediction"

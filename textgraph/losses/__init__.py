@@ -1,0 +1,8 @@
+"""Losses: one base (textgraph.losses.base.Loss), one file per kind."""
+
+from textgraph.losses.base import Loss
+from textgraph.losses.code import CodeTestLoss
+from textgraph.losses.metric import MetricLoss
+from textgraph.losses.text import MultiFieldEvaluation, TextLoss
+
+__all__ = ["CodeTestLoss", "Loss", "MetricLoss", "MultiFieldEvaluation", "TextLoss"]

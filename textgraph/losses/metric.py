@@ -1,0 +1,112 @@
+"""MetricLoss: a Python metric decides; the LLM only explains failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from textgraph._sync import run_sync
+from textgraph.engines.base import ChatRequest, Engine, call_engine
+from textgraph.engines.context import check_engine, resolve_engine
+from textgraph.errors import ArgumentError
+from textgraph.eval.score import as_score
+from textgraph.losses.base import Loss
+from textgraph.ops.base import Node, shown
+from textgraph.prompts import fence, render_file
+from textgraph.variable import Variable, ensure_variable
+
+Metric = Callable[[str, Any], float]
+
+
+class MetricLoss(Loss):
+    """A Python metric decides; the LLM only explains failures.
+
+    `MetricLoss(metric, engine=)(prediction, target)`: `metric(prediction.value,
+    target_value)` returns a number; at or above `perfect` no LLM call is
+    made and no gradient flows. Otherwise the LLM explains the failure and
+    that explanation is the critique passed to the prediction.
+    """
+
+    name = "metric_loss"
+    calls_llm = True
+
+    def __init__(self, metric: Metric, engine: Engine | None = None, *, perfect: float = 1.0):
+        if not callable(metric):
+            raise ArgumentError(f"metric must be callable(prediction, target), got {metric!r:.40}")
+        check_engine(engine, "MetricLoss(engine)")
+        self.metric = metric
+        self.engine = engine
+        self.perfect = float(perfect)
+        self.metric_name = getattr(metric, "__name__", type(metric).__name__)
+
+    def __call__(self, prediction: Variable, target: Variable | Any) -> Variable:
+        return run_sync(self.acall(prediction, target))
+
+    async def acall(self, prediction: Variable, target: Variable | Any) -> Variable:
+        prediction = ensure_variable(prediction, "MetricLoss prediction")
+        target_value = target.value if isinstance(target, Variable) else target
+        score = self.score(prediction.value, target_value)
+        target_text = target_value if isinstance(target_value, str) else repr(target_value)
+        target_role = target.role_description if isinstance(target, Variable) else "target"
+        node = Node(
+            op=self,
+            inputs=(prediction,),
+            saved={"score": score, "target": target_text, "target_role": target_role},
+        )
+        if score >= self.perfect:
+            text = (
+                f"Score {score:g} (perfect) on {self.metric_name}: the "
+                f"{prediction.role_description} passed the check."
+            )
+        else:
+            engine = resolve_engine(self.engine, what="MetricLoss explanation of a failure")
+            node.engine = engine
+            origin = prediction.grad_fn
+            context = (
+                "How the prediction was produced:\n" + origin.op.describe(origin)
+                if origin is not None
+                else "(the prediction was given directly, not computed in the graph)"
+            )
+            user = render_file(
+                "metric_explain_user",
+                context=context,
+                score=f"{score:g}",
+                perfect=f"{self.perfect:g}",
+                prediction_role=prediction.role_description,
+                prediction=fence(prediction.value),
+                target_role=target_role,
+                target=fence(target_text),
+            )
+            request = ChatRequest.from_prompts(
+                render_file("metric_explain_system"),
+                user,
+                purpose="loss",
+                variable_ids=[prediction.id],
+            )
+            response = await call_engine(engine, request)
+            text = f"Score {score:g} of {self.perfect:g} on {self.metric_name}. {response.text}"
+        return self.output(
+            text,
+            role_description=f"{self.metric_name} evaluation of the {prediction.role_description}",
+            node=node,
+            score=score,
+        )
+
+    def score(self, prediction: str, target: Any) -> float:
+        return as_score(self.metric(prediction, target), f"metric {self.metric_name}")
+
+    def is_perfect(self, node: Node) -> bool:
+        return node.saved["score"] >= self.perfect
+
+    def describe(self, node: Node, elide: Variable | None = None) -> str:
+        (prediction,) = node.inputs
+        return (
+            f"The metric {self.metric_name} compared a prediction with its target "
+            f"(score {node.saved['score']:g}).\n"
+            f'<PREDICTION role="{prediction.role_description}">\n{shown(prediction, elide)}\n'
+            f'</PREDICTION>\n<TARGET role="{node.saved["target_role"]}">\n'
+            f"{fence(node.saved['target'])}\n</TARGET>"
+        )
+
+    def location_of(self, node: Node, variable: Variable) -> str:
+        return "the prediction"
