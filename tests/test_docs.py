@@ -28,3 +28,21 @@ def test_prompts_page_shows_every_template_verbatim():
         assert template.read_text().rstrip("\n") in page, (
             f"{template.name} changed: run python scripts/gen_prompts_doc.py"
         )
+
+
+def run_page(name: str, capsys) -> None:
+    """Run a page's python blocks in order, in one namespace; check what `# ->` claims."""
+    text = (ROOT / "docs" / name).read_text()
+    namespace: dict[str, object] = {}
+    for code in re.findall(r"```python\n(.*?)```", text, re.S):
+        exec(compile(code, name, "exec"), namespace)
+        printed = capsys.readouterr().out.splitlines()
+        assert printed == re.findall(r"# -> (.*)", code), name
+
+
+def test_evaluation_page_runs_as_written(capsys):
+    run_page("evaluation.md", capsys)
+
+
+def test_optimizers_page_runs_as_written(capsys):
+    run_page("optimizers.md", capsys)

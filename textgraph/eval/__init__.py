@@ -2,7 +2,13 @@
 
 from textgraph.eval.evaluator import FATAL_ERRORS, Evaluator, evaluate
 from textgraph.eval.gate import GateDecision, decide
-from textgraph.eval.pareto import Objective, ParetoEntry, pareto_front, select_entry
+from textgraph.eval.pareto import (
+    Objective,
+    ParetoEntry,
+    pareto_front,
+    resolve_objectives,
+    select_entry,
+)
 from textgraph.eval.result import EvalResult, ExampleError, ExampleOutcome, Usage
 from textgraph.eval.score import Score, as_score, to_score
 from textgraph.eval.stats import PairedTest, mean_ci, paired_test
@@ -25,6 +31,7 @@ __all__ = [
     "mean_ci",
     "paired_test",
     "pareto_front",
+    "resolve_objectives",
     "select_entry",
     "to_score",
 ]
