@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from html import escape
 from pathlib import Path
@@ -26,7 +27,7 @@ from textgraph.report.svg import (
     scatter_plot,
 )
 from textgraph.report.terminal import accepted_changes
-from textgraph.runs import CandidateRecord, RunDir, StepRecord, Summary
+from textgraph.runs import RunDir, StepRecord, Summary
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
@@ -220,12 +221,17 @@ def _status_of(step: StepRecord, status: str) -> str:
     return status
 
 
+def _status_class(status: str) -> str:
+    return _STATUS_CLASS.get(status, "rejected" if status.startswith("rejected") else "other")
+
+
 def _badge(status: str) -> str:
-    cls = _STATUS_CLASS.get(status, "rejected" if status.startswith("rejected") else "other")
-    return f"<span class='badge {cls}'>{escape(status)}</span>"
+    return f"<span class='badge {_status_class(status)}'>{escape(status)}</span>"
 
 
-def _objective(name: str, value: float) -> str:
+def _objective(name: str, value: float | None) -> str:
+    if value is None:
+        return "—"
     if name == "score":
         return f"{value:.3f}"
     if name == "cost":
@@ -241,7 +247,7 @@ def _objectives_text(objectives: dict[str, float | None]) -> str:
     )
 
 
-def _critiques_html(step: StepRecord, name: str, *, open_: bool) -> str:
+def _critiques_html(step: StepRecord, name: str, *, open_: bool, shown_with: str = "") -> str:
     """The critiques a parameter received in a step (and their merge, if it was reduced)."""
     grads = step.gradients.get(name, [])
     reduced = step.reduced.get(name)
@@ -274,31 +280,30 @@ def _critiques_html(step: StepRecord, name: str, *, open_: bool) -> str:
     else:
         body = listed
         summary = f"critiques of {escape(name)}: {count}"
+    if not open_:
+        summary += f" (as beside {escape(shown_with)})" if shown_with else " (as above)"
     return (
-        f"<details class='critiques'{' open' if open_ else ''}><summary>{summary}"
-        f"{'' if open_ else ' (the same as beside the other candidate)'}</summary>"
+        f"<details class='critiques'{' open' if open_ else ''}><summary>{summary}</summary>"
         f"{body}</details>"
     )
 
 
-def _open_critiques(step: StepRecord) -> set[tuple[int, str]]:
-    """(candidate index, parameter) whose critiques are shown open: beside the rewrite that
-    was taken, else beside the first candidate that changed the parameter."""
-    out: set[tuple[int, str]] = set()
-    covered: set[str] = set()
+def _open_critiques(step: StepRecord) -> dict[str, int]:
+    """Parameter -> the candidate (index) beside which its critiques are shown open: the
+    rewrite that was taken, else the first candidate that changed the parameter."""
+    out: dict[str, int] = {}
     order = sorted(
         range(len(step.candidates)),
         key=lambda i: _status_of(step, step.candidates[i].status) != "accepted",
     )
     for i in order:
         for ch in step.candidates[i].changes:
-            if ch.parameter not in covered:
-                out.add((i, ch.parameter))
-                covered.add(ch.parameter)
+            out.setdefault(ch.parameter, i)
     return out
 
 
-def _candidate_html(step: StepRecord, c: CandidateRecord, open_: set[str]) -> str:
+def _candidate_html(step: StepRecord, index: int, opened: dict[str, int]) -> str:
+    c = step.candidates[index]
     status = _status_of(step, c.status)
     head = [
         f"<code class='cid'>{escape(c.id)}</code>" if c.id else "<b>candidate</b>",
@@ -318,7 +323,10 @@ def _candidate_html(step: StepRecord, c: CandidateRecord, open_: set[str]) -> st
         meta.append(f"parent {escape(', '.join(c.parents))}")
     changes = []
     for ch in c.changes:
-        critiques = _critiques_html(step, ch.parameter, open_=ch.parameter in open_)
+        at = opened.get(ch.parameter, index)
+        critiques = _critiques_html(
+            step, ch.parameter, open_=at == index, shown_with=step.candidates[at].id
+        )
         changes.append(
             f"<div class='change{' with-critiques' if critiques else ''}'><div class='diff'>"
             f"<p class='param'>{escape(ch.parameter)}</p>"
@@ -329,7 +337,7 @@ def _candidate_html(step: StepRecord, c: CandidateRecord, open_: set[str]) -> st
         changes.append("<p class='muted'>(no change)</p>")
     warning = f"<p class='warning'>{escape(c.warning)}</p>" if c.warning else ""
     return (
-        f"<div class='candidate st-{_STATUS_CLASS.get(status, 'other')}'>"
+        f"<div class='candidate st-{_status_class(status)}'>"
         f"<p class='head'>{' '.join(head)}</p>"
         + (f"<p class='meta'>{' · '.join(meta)}</p>" if meta else "")
         + warning
@@ -342,10 +350,7 @@ def _timeline(steps: list[StepRecord]) -> str:
     parts = []
     for s in steps:
         opened = _open_critiques(s)
-        candidates = [
-            _candidate_html(s, c, {p for i_, p in opened if i_ == i})
-            for i, c in enumerate(s.candidates)
-        ]
+        candidates = [_candidate_html(s, i, opened) for i in range(len(s.candidates))]
         notes = "".join(f"<li>{escape(n)}</li>" for n in s.notes)
         errors = "".join(f"<li>{escape(e)}</li>" for e in s.errors)
         facts = [
@@ -415,21 +420,25 @@ def _front_ids(
     """Ids on the Pareto front: summary.json's, or (a run in progress) computed here over the
     built-in objectives, whose directions are known."""
     if summary is not None and summary.pareto:
-        return {e.candidate_id for e in summary.pareto}, ""
-    known = [BUILTIN[n] for n in names if n in BUILTIN]
-    unknown = [n for n in names if n not in BUILTIN]
-    note = (
-        f"the run has not finished: the front is computed over {', '.join(o.name for o in known)}"
-        + (f" (not {', '.join(unknown)}, whose direction is not recorded)" if unknown else "")
-    )
-    return {e.candidate_id for e in pareto_front(pool, known)}, note
+        front, note = summary.pareto, ""
+    else:
+        known = [BUILTIN[n] for n in names if n in BUILTIN]
+        unknown = [n for n in names if n not in BUILTIN]
+        front = pareto_front(pool, known)
+        note = (
+            "the run has not finished: the front is computed here over "
+            + ", ".join(o.name for o in known)
+            + (f" (not {', '.join(unknown)}, whose direction is not recorded)" if unknown else "")
+        )
+    # the front keeps one of several candidates with equal values; the others are not dominated
+    vectors = [e.objectives for e in front]
+    ids = {e.candidate_id for e in front}
+    return {e.candidate_id for e in pool if e.candidate_id in ids or e.objectives in vectors}, note
 
 
 def _tooltip(e: ParetoEntry, front: bool, selected: bool) -> str:
     lines = [f"{e.candidate_id} · step {e.step}" + (f" · {e.origin}" if e.origin else "")]
-    lines += [
-        f"{name}: {'—' if v is None else _objective(name, v)}" for name, v in e.objectives.items()
-    ]
+    lines += [f"{name}: {_objective(name, v)}" for name, v in e.objectives.items()]
     lines.append(
         ("selected · " if selected else "") + ("on the Pareto front" if front else "dominated")
     )
@@ -459,18 +468,21 @@ def _pareto_section(
         if name == "score":
             continue
         scale = 1000.0 if name == "latency" else 1.0
-        points = [
-            ScatterPoint(
-                id=e.candidate_id,
-                x=float(e.objectives[name]) * scale,  # type: ignore[arg-type]
-                y=float(e.objectives["score"]),  # type: ignore[arg-type]
-                tooltip=_tooltip(e, e.candidate_id in front, e.candidate_id == selected),
-                front=e.candidate_id in front,
-                selected=e.candidate_id == selected,
+        points = []
+        for e in pool:
+            x, y = e.objectives.get(name), e.objectives.get("score")
+            if x is None or y is None or not math.isfinite(x) or not math.isfinite(y):
+                continue  # not measured for this candidate: not in this plot
+            points.append(
+                ScatterPoint(
+                    id=e.candidate_id,
+                    x=x * scale,
+                    y=y,
+                    tooltip=_tooltip(e, e.candidate_id in front, e.candidate_id == selected),
+                    front=e.candidate_id in front,
+                    selected=e.candidate_id == selected,
+                )
             )
-            for e in pool
-            if e.objectives.get(name) is not None and e.objectives.get("score") is not None
-        ]
         if points:
             plots.append(
                 scatter_plot(
@@ -498,10 +510,7 @@ def _pareto_section(
             f"<code>{escape(e.candidate_id)}</code>",
             f"<a href='#step-{e.step}'>{e.step}</a>" if e.step else "0",
             escape(e.origin),
-            *(
-                "—" if e.objectives.get(n) is None else escape(_objective(n, e.objectives[n]))  # type: ignore[arg-type]
-                for n in names
-            ),
+            *(escape(_objective(n, e.objectives.get(n))) for n in names),
             escape(" · ".join(marks))
             + (f"<details><summary>values</summary>{values}</details>" if values else ""),
         ]
@@ -573,7 +582,10 @@ def build_report(run_dir: str | os.PathLike[str]) -> str:
         else "<p>No computation graphs were recorded for this run.</p>"
     )
     data = {"graphs": graphs}
-    name = (summary.optimizer if summary else "") or (config.get("optimizer") or {}).get("name")
+    recorded = config.get("optimizer")
+    name = (summary.optimizer if summary else "") or (
+        recorded.get("name") if isinstance(recorded, dict) else recorded
+    )
     optimizer = f"optimizer {name} · " if isinstance(name, str) and name else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

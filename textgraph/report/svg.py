@@ -238,7 +238,16 @@ def scatter_plot(
     parts.append(
         f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>'
     )
-    for t in nice_ticks(x_low, x_high):
+    x_floor = 0.0 if min(p.x for p in points) >= 0 else -math.inf  # no negative cost ticks
+    y_floor = 0.0 if min(p.y for p in points) >= 0 else -math.inf
+
+    def ticks(values: list[float], low: float, high: float) -> list[float]:
+        # all equal: one tick at the value says so; else round values across the range
+        return [values[0]] if min(values) == max(values) else nice_ticks(low, high)
+
+    for t in ticks([p.x for p in points], x_low, x_high):
+        if t < x_floor:
+            continue
         x = sx(t)
         parts.append(
             f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{base}" stroke="#eee"/>'
@@ -246,7 +255,9 @@ def scatter_plot(
             f'<text class="tick" x="{x:.1f}" y="{base + 15}" font-size="10" '
             f'text-anchor="middle">{escape(_tick_label(t))}</text>'
         )
-    for t in nice_ticks(y_low, y_high):
+    for t in ticks([p.y for p in points], y_low, y_high):
+        if t < y_floor:
+            continue
         y = sy(t)
         parts.append(
             f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#eee"/>'
