@@ -300,3 +300,15 @@ def test_runs_written_before_candidates_were_recorded_still_open(tmp_path, capsy
     assert "GOOD prompt" in build_report(str(run))
     with pytest.raises(tg.RunError, match="run format version 1"):
         trainer(Scripted("x"), run).fit(resume=True)
+
+
+def test_a_trainer_budget_prices_calls_by_the_engines_model():
+    engine = make_engine(latency=0.01)
+    engine.model_name = "gpt-4o"  # requests name no model: the engine's prices them
+    budget = tg.Budget(max_cost_usd=0.0005)
+    result = trainer(Scripted("GOOD"), engine=engine, budget=budget, val=data(64, 100)).fit()
+    assert result.stopped.startswith("budget")
+    # each call is estimated at (prompt chars / 4) * $10 per million before it is sent, so the
+    # concurrent validation pass is cut off instead of spending 64 calls
+    assert len(engine.calls) < 64
+    assert budget.cost_usd <= 0.0005

@@ -381,27 +381,9 @@ class _RichBar(_NoBar):
     """Counts, rate and ETA on stderr; refreshed by rich at a fixed rate, not per example."""
 
     def __init__(self, total: int, description: str) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from textgraph._progress import new_progress
 
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
+        self.progress = new_progress(transient=True)
         self.task = self.progress.add_task(description, total=total, rate="")
         self.started = time.perf_counter()
         self.done = 0

@@ -18,27 +18,9 @@ class RunProgress:
         self.max_steps = max_steps
         self.progress: Any = None
         if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from textgraph._progress import new_progress
 
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                console=Console(stderr=True),
-            )
+            self.progress = new_progress(extra=True)
             self.steps = self.progress.add_task("steps", total=max_steps, rate="", info="")
 
     def __enter__(self) -> RunProgress:

@@ -209,16 +209,21 @@ class Trainer:
         checkpoint = self._open_run(resume=resume, force=force)
         history: list[StepRecord] = []
         elapsed_before = 0.0
+        budget_stop: str | None = None
         with observe_calls(observer), RunProgress(self.progress, self.max_steps) as bar:
             self._bar = bar
             initial_values = module_values(self.module)
             if checkpoint is None:
                 initial = Candidate(initial_values, origin="initial")
                 self._step_no, self._phase = 0, "initial validation"
-                val_result, test_result = await asyncio.gather(
-                    self._evaluate(initial, "val") if self.val else _none(),
-                    self._evaluate(initial, "test") if self.test_before else _none(),
-                )
+                try:
+                    val_result, test_result = await asyncio.gather(
+                        self._evaluate(initial, "val") if self.val else _none(),
+                        self._evaluate(initial, "test") if self.test_before else _none(),
+                    )
+                except BudgetExceeded as exc:  # not even the start could be scored
+                    val_result = test_result = None
+                    budget_stop = f"budget: {exc} (during the initial validation)"
                 score = val_result.gate_mean() if val_result else None
                 self._initial_test = test_result.gate_mean() if test_result else None
                 pool = [self._entry(initial, val_result, 0)] if val_result else []
@@ -246,8 +251,8 @@ class Trainer:
                 initial_score = config.get("initial_val_score")
                 self._initial_test = config.get("initial_test_score")
                 self._reload_evaluations()
-            stopped = "max_steps"
-            while state.step < self.max_steps:
+            stopped = budget_stop or "max_steps"
+            while budget_stop is None and state.step < self.max_steps:
                 if self.patience is not None and state.rejections_in_a_row >= self.patience:
                     stopped = f"patience: {state.rejections_in_a_row} rejected steps in a row"
                     break
@@ -272,7 +277,7 @@ class Trainer:
             apply_candidate(self.module, final)
             self._phase, self._step_no = "test", state.step
             test_score = None
-            if self.test:
+            if self.test and budget_stop is None:
                 try:
                     result = await self._evaluate(Candidate(final, origin="final"), "test")
                     test_score = result.gate_mean()
