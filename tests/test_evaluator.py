@@ -154,3 +154,16 @@ def test_sync_programs_and_progress_callbacks():
         progress=lambda done, total: seen.append((done, total)),
     ).evaluate(examples(4))
     assert result.mean == 1.0 and seen[-1] == (4, 4) and len(seen) == 4
+
+
+async def test_max_concurrency_holds_across_concurrent_evaluations():
+    engine = echo_engine(latency=0.01)
+    evaluator = tg.Evaluator(Echo(engine, prompt="start"), exact, max_concurrency=3)
+    candidates = [tg.Candidate({"system": f"GOOD {i}"}) for i in range(3)]
+    await asyncio.gather(*(evaluator.aevaluate(examples(4), c) for c in candidates))
+    events = sorted([(c.start, 1) for c in engine.calls] + [(c.end, -1) for c in engine.calls])
+    in_flight = peak = 0
+    for _, delta in events:
+        in_flight += delta
+        peak = max(peak, in_flight)
+    assert len(engine.calls) == 12 and peak == 3

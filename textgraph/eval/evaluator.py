@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -93,7 +94,8 @@ class Evaluator:
 
     program: a tg.Module, or any callable example -> Variable (sync or async).
     metric: metric(prediction_text, example) -> float | bool | tg.Score.
-    max_concurrency: examples in flight at once (None: only the engines' own limits).
+    max_concurrency: examples in flight at once, across every evaluation this Evaluator
+        runs concurrently (None: only the engines' own limits).
     progress: True for a progress bar, False for none, None for a bar on a terminal
         (not under CI), or a callable(done, total).
     max_errors: raise EvaluationError once more examples than this have failed.
@@ -139,6 +141,8 @@ class Evaluator:
         self.seed, self.purpose = seed, purpose
         self.metric_name = getattr(metric, "__name__", type(metric).__name__)
         self._cache: dict[tuple[str, str], ExampleOutcome] | None = {} if cache else None
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+        self._semaphores = weakref.WeakKeyDictionary()
 
     # --- public ------------------------------------------------------------------
 
@@ -190,7 +194,7 @@ class Evaluator:
         bar = _bar(self.progress if progress is None else progress, len(examples), description)
         bar.advance(reused)
         failed = [sum(1 for o in outcomes if o is not None and o.error is not None)]
-        semaphore = asyncio.Semaphore(self.max_concurrency) if self.max_concurrency else None
+        semaphore = self._semaphore()
 
         async def one(i: int) -> None:
             if semaphore is not None:
@@ -232,6 +236,16 @@ class Evaluator:
             raise ArgumentError("this Evaluator was made with cache=False")
         for k, outcome in zip(example_keys, outcomes, strict=True):
             self._cache[(key, k)] = outcome
+
+    def _semaphore(self) -> asyncio.Semaphore | None:
+        """One limit shared by every evaluation this Evaluator runs at once (per loop)."""
+        if not self.max_concurrency:
+            return None
+        loop = asyncio.get_running_loop()
+        semaphore = self._semaphores.get(loop)
+        if semaphore is None:
+            semaphore = self._semaphores[loop] = asyncio.Semaphore(self.max_concurrency)
+        return semaphore
 
     # --- one example -------------------------------------------------------------
 
