@@ -1,27 +1,40 @@
-"""Run both frameworks on the same workloads and print one JSON document.
+"""Run the frameworks on the same workloads and print one JSON document.
 
     python bench/harness.py [--name default] [--latency 0.1] [--batches 1,4,8,32] [--repeats 5]
-                            [--frameworks textgraph,textgrad]
+                            [--frameworks textgraph,textgrad,dspy]
+                            [--workloads step,overhead,evaluate,evaluate-overhead]
+                            [--eval-examples 1000] [--eval-concurrency 64] [--eval-repeats 3]
+                            [--eval-overhead-examples 10000] [--no-eval-diagnostics]
 
 The LLM server runs in its own process with a fixed latency per request and
 counts requests and whitespace tokens; each framework's workload runs in a
-fresh subprocess. Results go to stdout and bench/results/<name>.json.
+fresh subprocess. `step` and `overhead` compare textgraph with TextGrad;
+`evaluate` compares tg.Evaluator with dspy.Evaluate (plus, unless
+--no-eval-diagnostics, the bare HTTP clients and textgraph with its
+connections split over 8 pools); `evaluate-overhead` times tg.Evaluator on
+an instant in-process engine. Results go to stdout and
+bench/results/<name>.json. TextGrad's logs and DSPy's disk cache go to a
+temporary directory that is deleted at the end (never ./logs).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
 HERE = Path(__file__).resolve().parent
+EVAL_TARGET = 1.3  # evaluate: wall <= 1.3 x the bound
+EVAL_OVERHEAD_TARGET_US = 300.0  # evaluate-overhead: 10,000 examples in under 3 s
 
 
 class BenchServer:
@@ -79,6 +92,61 @@ def step(server: BenchServer, framework: str, batch: int, repeats: int, latency:
     return row
 
 
+def eval_bound(examples: int, concurrency: int, latency: float) -> float:
+    """The fastest any evaluation can be: ceil(examples / concurrency) rounds of one call."""
+    return math.ceil(examples / concurrency) * latency
+
+
+def evaluate_row(result: dict, examples: int, concurrency: int, latency: float) -> dict:
+    """A workload's evaluate result checked (one request per example in every timed run, as
+    the server counted) and put against the bound."""
+    if any(n != examples for n in result["requests"]):
+        raise RuntimeError(f"expected {examples} requests per run, the server counted "
+                           f"{result['requests']}")
+    bound = eval_bound(examples, concurrency, latency)
+    return {**result, "bound_s": round(bound, 3),
+            "wall_over_bound": round(result["wall_s"] / bound, 3)}
+
+
+EVAL_RUNS = {  # name -> (workload, extra arguments)
+    "textgraph": ("textgraph-evaluate", ()),
+    "dspy": ("dspy-evaluate", ()),
+}
+EVAL_DIAGNOSTICS = {
+    "textgraph_8_pools": ("textgraph-evaluate", ("--pool-shards", "8")),
+    "httpx_client_only": ("httpx-evaluate", ()),
+    "aiohttp_client_only": ("aiohttp-evaluate", ()),
+}
+
+
+def evaluate(server: BenchServer, args: argparse.Namespace, frameworks: list[str]) -> dict:
+    n, concurrency, latency = args.eval_examples, args.eval_concurrency, args.latency
+    runs = {name: EVAL_RUNS[name] for name in frameworks if name in EVAL_RUNS}
+    if args.eval_diagnostics:
+        runs.update(EVAL_DIAGNOSTICS)
+    section: dict = {"examples": n, "concurrency": concurrency, "latency_s": latency,
+                     "repeats": args.eval_repeats,
+                     "bound_s": round(eval_bound(n, concurrency, latency), 3),
+                     "target_wall_over_bound": EVAL_TARGET}
+    for name, (workload, extra) in runs.items():
+        server.reset()
+        result = run_workload(workload, "--base-url", f"{server.url}/v1", "--examples", str(n),
+                              "--concurrency", str(concurrency),
+                              "--repeats", str(args.eval_repeats), *extra)
+        row = evaluate_row(result, n, concurrency, latency)
+        last = server.stats()["requests"]  # the counters the last timed run left
+        if last != n:
+            raise RuntimeError(f"{name}: the server counted {last} requests, expected {n}")
+        section[name] = row
+        print(f"evaluate {name}: {json.dumps(row)}", file=sys.stderr)
+    if "textgraph" in section:
+        section["textgraph_met_target"] = section["textgraph"]["wall_over_bound"] <= EVAL_TARGET
+    if "textgraph" in section and "dspy" in section:
+        section["textgraph_over_dspy_throughput"] = round(
+            section["textgraph"]["examples_per_s"] / section["dspy"]["examples_per_s"], 3)
+    return section
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", default="default")
@@ -86,33 +154,64 @@ def main() -> None:
     parser.add_argument("--batches", default="1,4,8,32")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ops", type=int, default=10_000)
-    parser.add_argument("--frameworks", default="textgraph,textgrad")
+    parser.add_argument("--frameworks", default="textgraph,textgrad,dspy")
+    parser.add_argument("--workloads", default="step,overhead,evaluate,evaluate-overhead")
+    parser.add_argument("--eval-examples", type=int, default=1000)
+    parser.add_argument("--eval-concurrency", type=int, default=64)
+    parser.add_argument("--eval-repeats", type=int, default=3)
+    parser.add_argument("--eval-overhead-examples", type=int, default=10_000)
+    parser.add_argument("--eval-diagnostics", action=argparse.BooleanOptionalAction,
+                        default=True)
     args = parser.parse_args()
     frameworks = args.frameworks.split(",")
+    workloads = args.workloads.split(",")
+    unknown = set(workloads) - {"step", "overhead", "evaluate", "evaluate-overhead"}
+    if unknown:
+        parser.error(f"unknown workloads {sorted(unknown)}")
+    step_frameworks = [fw for fw in frameworks if fw in ("textgraph", "textgrad")]
     document: dict = {
         "latency_s": args.latency,
         "repeats": args.repeats,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "platform": platform.platform()},
-        "step": {},
-        "overhead": {},
     }
     started = time.perf_counter()
-    server = BenchServer(args.latency)
+    # TextGrad logs every prompt into $TEXTGRAD_LOG_DIR (default ./logs, created on import);
+    # DSPy caches in $DSPY_CACHEDIR. The workloads inherit both, pointing in here.
+    scratch = tempfile.TemporaryDirectory(prefix="bench-")
+    os.environ["TEXTGRAD_LOG_DIR"] = os.path.join(scratch.name, "textgrad-logs")
+    os.environ["DSPY_CACHEDIR"] = os.path.join(scratch.name, "dspy-cache")
     try:
-        for batch in (int(b) for b in args.batches.split(",")):
-            row = {fw: step(server, fw, batch, args.repeats, args.latency) for fw in frameworks}
-            if "textgrad" in row and "textgraph" in row:
-                ours, theirs = row["textgraph"], row["textgrad"]
-                row["speedup"] = round(theirs["wall_s"] / ours["wall_s"], 2)
-                ratio = ours["prompt_tokens"] / theirs["prompt_tokens"]
-                row["prompt_token_ratio"] = round(ratio, 3)
-            document["step"][f"B={batch}"] = row
-            print(f"B={batch}: {json.dumps(row)}", file=sys.stderr)
+        server = BenchServer(args.latency)
+        try:
+            if "step" in workloads:
+                document["step"] = {}
+                for batch in (int(b) for b in args.batches.split(",")):
+                    row = {fw: step(server, fw, batch, args.repeats, args.latency)
+                           for fw in step_frameworks}
+                    if "textgrad" in row and "textgraph" in row:
+                        ours, theirs = row["textgraph"], row["textgrad"]
+                        row["speedup"] = round(theirs["wall_s"] / ours["wall_s"], 2)
+                        ratio = ours["prompt_tokens"] / theirs["prompt_tokens"]
+                        row["prompt_token_ratio"] = round(ratio, 3)
+                    document["step"][f"B={batch}"] = row
+                    print(f"B={batch}: {json.dumps(row)}", file=sys.stderr)
+            if "evaluate" in workloads:
+                document["evaluate"] = evaluate(server, args, frameworks)
+        finally:
+            server.stop()
+        if "overhead" in workloads:
+            document["overhead"] = {fw: run_workload(f"{fw}-overhead", "--ops", str(args.ops))
+                                    for fw in step_frameworks}
+        if "evaluate-overhead" in workloads:
+            result = run_workload("textgraph-evaluate-overhead",
+                                  "--examples", str(args.eval_overhead_examples),
+                                  "--concurrency", str(args.eval_concurrency))
+            document["evaluate_overhead"] = {
+                "textgraph": result, "target_us_per_example": EVAL_OVERHEAD_TARGET_US,
+                "met_target": result["us_per_example"] < EVAL_OVERHEAD_TARGET_US}
     finally:
-        server.stop()
-    for fw in frameworks:
-        document["overhead"][fw] = run_workload(f"{fw}-overhead", "--ops", str(args.ops))
+        scratch.cleanup()
     document["seconds"] = round(time.perf_counter() - started, 1)
     out = HERE / "results" / f"{args.name}.json"
     out.parent.mkdir(exist_ok=True)

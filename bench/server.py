@@ -1,10 +1,14 @@
 """The bench's LLM server, run in its own process (its threads must not share our GIL).
 
-Replies are deterministic and parseable by both frameworks: an optimizer
+Replies are deterministic and parseable by every framework: an optimizer
 request gets the new value in TextGrad's <IMPROVED_VARIABLE> tags and in
-textgraph's per-call markers; every other request gets a fixed-length
-answer that starts with a hash of the prompt (so no two prompts share a
-reply and neither framework's cache can shortcut the workload).
+textgraph's per-call markers; a DSPy ChatAdapter request (its system prompt
+lists "Your output fields are:" and the `[[ ## completed ## ]]` marker) gets
+each output field under its `[[ ## name ## ]]` marker, then the completed
+marker, so DSPy parses it on the first try (no JSONAdapter retry, one
+request per call); every other request gets a fixed-length answer that
+starts with a hash of the prompt (so no two prompts share a reply and no
+framework's cache can shortcut the workload).
 
     python bench/server.py --latency 0.1     # prints {"port": N}, serves until killed
 """
@@ -18,6 +22,7 @@ import re
 import signal
 import sys
 import threading
+from http.server import ThreadingHTTPServer
 
 from textgraph.engines import ChatRequest, ScriptedEngine
 from textgraph.testing import LLMTestServer
@@ -28,7 +33,19 @@ NEW_VALUE = (
 )
 FILLER = ("This is a deterministic reply from the bench server, of fixed length, so both "
           "frameworks pay for the same completion tokens on every call.")
+LISTEN_BACKLOG = 1024
 _MARKERS = re.compile(r"between (<NEW_VALUE_[0-9A-F]+>) and (</NEW_VALUE_[0-9A-F]+>)")
+_DSPY_OUTPUTS = re.compile(r"Your output fields are:\n(.*?)\nAll interactions will be structured",
+                           re.S)
+_DSPY_FIELD = re.compile(r"^\d+\. `(\w+)`", re.M)
+
+
+def dspy_fields(text: str) -> list[str] | None:
+    """The output field names of a DSPy ChatAdapter prompt, or None for any other prompt."""
+    if "[[ ## completed ## ]]" not in text:
+        return None
+    section = _DSPY_OUTPUTS.search(text)
+    return _DSPY_FIELD.findall(section.group(1)) if section else None
 
 
 def bench_reply(request: ChatRequest) -> str:
@@ -40,15 +57,40 @@ def bench_reply(request: ChatRequest) -> str:
             parts.append(f"{ours.group(1)}\n{NEW_VALUE}\n{ours.group(2)}")
         return "\n".join(parts)
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"[{digest}] {FILLER}"
+    answer = f"[{digest}] {FILLER}"
+    fields = dspy_fields(text)
+    if fields:
+        return "".join(f"[[ ## {name} ## ]]\n{answer}\n\n" for name in fields) + \
+            "[[ ## completed ## ]]"
+    return answer
+
+
+def start_server(latency: float, max_requests: int = 1_000_000) -> LLMTestServer:
+    """An LLMTestServer answering with bench_reply, listening with a deep backlog.
+
+    socketserver listens with a backlog of 5: 64 clients connecting at once overflow it,
+    and the kernel resets some of those connections (the client sees ReadError and retries
+    after a backoff) or drops their SYN until it is resent a second later. Real servers
+    queue more, so the bench server does too."""
+    server = LLMTestServer(ScriptedEngine(bench_reply), latency=latency,
+                           max_requests=max_requests)
+    own = "request_queue_size" in vars(ThreadingHTTPServer)
+    saved = ThreadingHTTPServer.request_queue_size
+    ThreadingHTTPServer.request_queue_size = LISTEN_BACKLOG  # read by listen() in start()
+    try:
+        return server.start()
+    finally:
+        if own:
+            ThreadingHTTPServer.request_queue_size = saved
+        else:
+            del ThreadingHTTPServer.request_queue_size
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency", type=float, default=0.1)
     args = parser.parse_args()
-    server = LLMTestServer(ScriptedEngine(bench_reply), latency=args.latency,
-                           max_requests=1_000_000).start()
+    server = start_server(args.latency)
     print(json.dumps({"port": server.port}), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -1,13 +1,22 @@
-"""A tiny run of the bench's `step` workload, so the harness cannot rot.
+"""Tiny runs of the bench's workloads, so the harness cannot rot.
 
-It asserts request counts and the critical path, never time.
+They assert request counts, the critical path and the result's fields, never time.
+DSPy and TextGrad are not installed here: only textgraph's side runs.
 """
 
 from __future__ import annotations
 
-from bench.server import bench_reply
-from bench.workloads import textgraph_step
-from textgraph.engines import ScriptedEngine
+import os
+
+from bench.harness import evaluate_row
+from bench.server import bench_reply, dspy_fields, start_server
+from bench.workloads import (
+    _scratch_dirs,
+    textgraph_evaluate,
+    textgraph_evaluate_overhead,
+    textgraph_step,
+)
+from textgraph.engines import ChatRequest, ScriptedEngine
 from textgraph.testing import LLMTestServer
 
 
@@ -23,3 +32,63 @@ def test_step_workload_makes_the_expected_requests():
     assert result["critical_path_calls"] == 6
     assert stats.max_in_flight == batch  # the examples ran side by side
     assert len(result["walls_s"]) == repeats
+
+
+def test_evaluate_workload_makes_one_request_per_example():
+    examples, concurrency, latency = 50, 8, 0.01
+    server = start_server(latency)
+    try:
+        result = textgraph_evaluate(server.openai_base_url, examples, concurrency, repeats=1)
+        stats = server.stats  # reset before the timed run: the warm-up is not counted
+    finally:
+        server.stop()
+    assert len(stats.requests) == examples
+    assert all(r.status == 200 for r in stats.requests)
+    assert 1 < stats.max_in_flight <= concurrency  # side by side, within the limit
+    row = evaluate_row(result, examples, concurrency, latency)
+    assert row["requests"] == [examples]
+    assert row["http_attempts_per_run"] == examples  # no retries
+    assert row["n_scored"] == examples and row["n_failed"] == 0 and row["mean"] == 1.0
+    assert row["usage"]["calls"] == examples
+    assert row["bound_s"] == 0.07  # ceil(50 / 8) rounds of 10 ms
+    for key in ("wall_s", "walls_s", "examples_per_s", "wall_over_bound", "latency_p50_s",
+                "latency_p95_s", "prompt_tokens", "completion_tokens", "max_in_flight"):
+        assert key in row, key
+    assert len(row["walls_s"]) == 1
+
+
+def test_evaluate_overhead_workload_reports_time_per_example():
+    result = textgraph_evaluate_overhead(examples=200, concurrency=16, repeats=1)
+    assert result["examples"] == 200
+    for key in ("wall_s", "us_per_example", "program_only_us_per_example",
+                "evaluator_us_per_example", "peak_rss_mb"):
+        assert key in result, key
+
+
+def test_the_server_answers_dspy_in_its_chat_format():
+    system = (
+        "Your input fields are:\n1. `question` (str):\nYour output fields are:\n"
+        "1. `reasoning` (str):\n2. `answer` (str): a short answer\n"
+        "All interactions will be structured in the following way, with the appropriate "
+        "values filled in.\n\n[[ ## question ## ]]\n{question}\n\n[[ ## reasoning ## ]]\n"
+        "{reasoning}\n\n[[ ## answer ## ]]\n{answer}\n\n[[ ## completed ## ]]"
+    )
+    assert dspy_fields(system) == ["reasoning", "answer"]
+    reply = bench_reply(ChatRequest.from_prompts(system, "[[ ## question ## ]]\nHow many?"))
+    assert reply.startswith("[[ ## reasoning ## ]]\n[")
+    assert "\n\n[[ ## answer ## ]]\n[" in reply
+    assert reply.endswith("\n\n[[ ## completed ## ]]")
+    plain = bench_reply(ChatRequest.from_prompts("Answer.", "How many?"))
+    assert dspy_fields("Answer.\n\nHow many?") is None and "[[ ##" not in plain
+
+
+def test_textgrad_logs_and_dspy_cache_go_to_scratch_directories(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TEXTGRAD_LOG_DIR", "")  # unset (and restored after the test)
+    monkeypatch.setenv("DSPY_CACHEDIR", "")
+    _scratch_dirs()
+    for name in ("TEXTGRAD_LOG_DIR", "DSPY_CACHEDIR"):
+        path = os.environ[name]
+        assert os.path.isdir(path) and not path.startswith(str(tmp_path))
+        os.rmdir(path)
+    assert not (tmp_path / "logs").exists()

@@ -69,6 +69,11 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 resets connections when 64 clients connect at once
+    request_queue_size = 1024
+
+
 class LLMTestServer:
     """See the module docstring. `latency` (seconds) is added to every request."""
 
@@ -90,7 +95,7 @@ class LLMTestServer:
         self.stats = ServerStats()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -99,7 +104,7 @@ class LLMTestServer:
 
     def start(self) -> LLMTestServer:
         handler = type("Handler", (_Handler,), {"server_ref": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         self._thread = threading.Thread(
