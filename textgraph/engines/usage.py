@@ -49,12 +49,17 @@ def price_of(model: str | None) -> tuple[float, float] | None:
     return PRICES[max(matches, key=len)] if matches else None
 
 
-def cost_of(model: str | None, response: ChatResponse) -> float:
+def list_cost(model: str | None, usage: Usage) -> float:
+    """What these tokens cost at the model's price, cached or not (0.0 when unpriced)."""
     price = price_of(model)
-    if price is None or response.cached:
+    if price is None:
         return 0.0
-    usage = response.usage
     return (usage.prompt_tokens * price[0] + usage.completion_tokens * price[1]) / 1_000_000
+
+
+def cost_of(model: str | None, response: ChatResponse) -> float:
+    """What a call really cost: cache hits are free."""
+    return 0.0 if response.cached else list_cost(model, response.usage)
 
 
 @dataclass

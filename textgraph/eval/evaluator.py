@@ -27,7 +27,7 @@ from textgraph._sync import run_sync
 from textgraph.candidate import Candidate, candidate_values, module_values, values_id
 from textgraph.engines.base import ChatRequest, ChatResponse
 from textgraph.engines.observe import CallObserver, forward_purpose, observe_calls
-from textgraph.engines.usage import cost_of, price_of
+from textgraph.engines.usage import list_cost, track_usage
 from textgraph.errors import (
     ArgumentError,
     AuthenticationError,
@@ -73,12 +73,7 @@ class _ExampleUsage(CallObserver):
         o.cached_calls += int(response.cached)
         o.prompt_tokens += response.usage.prompt_tokens
         o.completion_tokens += response.usage.completion_tokens
-        priced = response.model or model
-        price = price_of(priced)
-        if price is not None:
-            u = response.usage
-            o.cost_usd += (u.prompt_tokens * price[0] + u.completion_tokens * price[1]) / 1e6
-        o.spent_usd += cost_of(priced, response)
+        o.cost_usd += list_cost(response.model or model, response.usage)
 
 
 def example_key(example: Any) -> str:
@@ -214,7 +209,7 @@ class Evaluator:
                         f"{outcome.error}. Fix the program or raise max_errors."
                     )
 
-        with bar, forward_purpose(self.purpose):
+        with bar, forward_purpose(self.purpose), track_usage() as spent:
             if candidate is not None:
                 assert isinstance(self.program, Module)
                 with candidate_values(self.program, candidate):
@@ -222,9 +217,15 @@ class Evaluator:
             else:
                 await _run_all([one(i) for i in todo])
         done = [o for o in outcomes if o is not None]
-        fresh = [done[i] for i in todo]
         seconds = time.perf_counter() - started
-        result = _result(done, fresh, variables, key, reused, seconds, self.seed)
+        usage = Usage(  # what this evaluation's calls really used: reused outcomes made none
+            calls=spent.total.calls,
+            cached_calls=spent.total.cached_calls,
+            prompt_tokens=spent.total.prompt_tokens,
+            completion_tokens=spent.total.completion_tokens,
+            cost_usd=round(spent.total.cost_usd, 8),
+        )
+        result = _result(done, usage, variables, key, reused, seconds, self.seed)
         result.evaluated = todo
         return result
 
@@ -321,7 +322,7 @@ async def _run_all(coroutines: list[Awaitable[None]]) -> None:
 
 def _result(
     outcomes: list[ExampleOutcome],
-    fresh: list[ExampleOutcome],
+    usage: Usage,
     variables: list[Variable | None],
     key: str | None,
     reused: int,
@@ -331,13 +332,6 @@ def _result(
     scores = [o.score if o.error is None else None for o in outcomes]
     scored = [s for s in scores if s is not None]
     errors = [o.error for o in outcomes if o.error is not None]
-    usage = Usage(  # calls made by this evaluation: reused outcomes made none
-        calls=sum(o.calls for o in fresh),
-        cached_calls=sum(o.cached_calls for o in fresh),
-        prompt_tokens=sum(o.prompt_tokens for o in fresh if o.cached_calls < o.calls),
-        completion_tokens=sum(o.completion_tokens for o in fresh if o.cached_calls < o.calls),
-        cost_usd=round(sum(o.spent_usd for o in fresh), 8),
-    )
     latencies = [o.latency_s for o in outcomes if o.error is None]
     p50 = p95 = None
     if latencies:

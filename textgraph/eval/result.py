@@ -43,7 +43,6 @@ class ExampleOutcome(BaseModel):
     prompt_tokens: int = 0  # as sent, cached or not: the size of the prompt
     completion_tokens: int = 0
     cost_usd: float = 0.0  # priced as if uncached: what these values cost to run
-    spent_usd: float = 0.0  # what this evaluation really paid (cache hits are free)
     latency_s: float = 0.0
 
 
