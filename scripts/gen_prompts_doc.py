@@ -21,6 +21,7 @@ groups = [
         [
             "context_llm_call",
             "context_llm_call_system",
+            "context_demos",
             "context_formatted_call",
             "context_field",
             "context_function",

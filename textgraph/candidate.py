@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from textgraph.demos import demos_text, is_demos_value
 from textgraph.errors import ArgumentError
 from textgraph.variable import Variable, override_values
 
@@ -59,7 +60,12 @@ class Candidate:
             raise ArgumentError("Candidate(parents) must be a sequence of candidate ids (str)")
         if not isinstance(origin, str):
             raise ArgumentError(f"Candidate(origin) must be a str, got {type(origin).__name__}")
-        frozen = dict(sorted(values.items()))
+        # Demonstrations may be given as a list; their canonical text is the value, so equal
+        # demos are one candidate however they were written.
+        frozen = {
+            name: demos_text(value) if is_demos_value(value) else value
+            for name, value in sorted(values.items())
+        }
         object.__setattr__(self, "values", MappingProxyType(frozen))
         object.__setattr__(self, "id", values_id(frozen))
         object.__setattr__(self, "parents", tuple(parents))
@@ -110,6 +116,7 @@ def module_values(module: Module) -> dict[str, Any]:
 
 
 def _bindings(module: Module, values: Mapping[str, Any]) -> dict[Variable, str]:
+    """Each named parameter with the value it would hold (validated by the parameter)."""
     params = dict(module.named_parameters())
     unknown = sorted(set(values) - set(params))
     if unknown:
@@ -119,12 +126,10 @@ def _bindings(module: Module, values: Mapping[str, Any]) -> dict[Variable, str]:
         )
     bound = {}
     for name, value in values.items():
-        if not isinstance(value, str):
-            raise ArgumentError(
-                f"candidate value for {name!r} is {type(value).__name__}; this parameter "
-                "holds text, so the value must be a str"
-            )
-        bound[params[name]] = value
+        try:
+            bound[params[name]] = params[name].check_value(value)
+        except ArgumentError as exc:
+            raise ArgumentError(f"candidate value for {name!r}: {exc}") from None
     return bound
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from textgraph._io import atomic_write_json
-from textgraph.errors import StateDictError
+from textgraph.demos import Demos
+from textgraph.errors import ArgumentError, StateDictError
 from textgraph.ops.base import Operation
 from textgraph.variable import Variable
 
@@ -70,10 +71,7 @@ class Module:
         return {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
-            "parameters": {
-                name: {"value": v.value, "role_description": v.role_description}
-                for name, v in self.named_parameters()
-            },
+            "parameters": {name: _entry(v) for name, v in self.named_parameters()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -91,6 +89,13 @@ class Module:
         """Load a file written by `save` into this module (all-or-nothing); returns self."""
         self.load_state_dict(read_state(path))
         return self
+
+
+def _entry(variable: Variable) -> dict[str, Any]:
+    entry: dict[str, Any] = {"value": variable.value, "role_description": variable.role_description}
+    if isinstance(variable, Demos):
+        entry["kind"] = "demos"  # the value is the demonstrations' JSON (tg.Demos.items)
+    return entry
 
 
 def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -143,5 +148,10 @@ def _validated_values(state: Any, params: dict[str, Variable]) -> dict[str, str]
             raise StateDictError(
                 f"parameter {name!r} in the state dict has no str 'value'. Nothing was changed."
             )
-        values[name] = value
+        try:
+            values[name] = params[name].check_value(value)
+        except ArgumentError as exc:
+            raise StateDictError(
+                f"parameter {name!r} in the state dict: {exc}. Nothing was changed."
+            ) from None
     return values

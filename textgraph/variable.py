@@ -35,10 +35,9 @@ def override_values(values: Mapping[Variable, str]) -> Iterator[None]:
     """Inside the block (and tasks and threads started in it) these variables read as
     `values`; outside, and in other tasks, they keep their own. Setting `.value` inside
     still sets the variable's own value."""
-    for variable, value in values.items():
-        _check_text(value, f"override for {variable.id}")
+    checked = {variable: variable.check_value(value) for variable, value in values.items()}
     outer = _overrides.get()
-    token = _overrides.set({**outer, **values} if outer else dict(values))
+    token = _overrides.set({**outer, **checked} if outer else checked)
     try:
         yield
     finally:
@@ -170,7 +169,12 @@ class Variable:
 
     @value.setter
     def value(self, new: str) -> None:
-        self._value = _check_text(new, "Variable value")
+        self._value = self.check_value(new)
+
+    def check_value(self, value: object) -> str:
+        """The value this variable would hold for `value`, or a clear error. Subclasses
+        holding structured text (tg.Demos) validate and canonicalize here."""
+        return _check_text(value, "Variable value")
 
     @property
     def predecessors(self) -> tuple[Variable, ...]:

@@ -29,6 +29,28 @@ def use_engine(engine: Engine) -> Iterator[Engine]:
         _default_engine.reset(token)
 
 
+_forward_override: contextvars.ContextVar[Engine | None] = contextvars.ContextVar(
+    "textgraph_forward_override", default=None
+)
+
+
+@contextlib.contextmanager
+def override_forward_engine(engine: Engine) -> Iterator[Engine]:
+    """Inside the block every LLM op's forward call goes to `engine`, even ops built with
+    their own (a teacher model producing demonstrations). Backward and losses are not
+    affected."""
+    check_engine(engine, "override_forward_engine(engine)")
+    token = _forward_override.set(engine)
+    try:
+        yield engine
+    finally:
+        _forward_override.reset(token)
+
+
+def forward_override() -> Engine | None:
+    return _forward_override.get()
+
+
 def default_engine() -> Engine | None:
     return _default_engine.get()
 

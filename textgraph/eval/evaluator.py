@@ -10,6 +10,7 @@ while other evaluations (other candidates) run at the same time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import json
@@ -39,6 +40,7 @@ from textgraph.eval.result import EvalResult, ExampleError, ExampleOutcome, Usag
 from textgraph.eval.score import Score, to_score
 from textgraph.eval.stats import mean_ci
 from textgraph.module import Module
+from textgraph.ops.trace import OpCall, record_op_calls
 from textgraph.variable import Variable
 
 Program = Module | Callable[[Any], Any]
@@ -153,9 +155,14 @@ class Evaluator:
         *,
         description: str = "evaluating",
         progress: Progress = None,
+        trace: bool = False,
     ) -> EvalResult:
         """Score `examples`; with `candidate`, as if the module held its values (the
-        module itself is not touched, so evaluations of other candidates can overlap)."""
+        module itself is not touched, so evaluations of other candidates can overlap).
+
+        trace=True records every LLM op call of each example (`result.traces`, what demo
+        optimizers mine); every example then really runs, and the outcomes are not
+        remembered (a teacher engine may have produced them)."""
         examples = _examples(examples)
         if candidate is not None and not isinstance(self.program, Module):
             raise ArgumentError(
@@ -175,10 +182,12 @@ class Evaluator:
         variables: list[Variable | None] = [None] * len(examples)
         todo: list[int] = []
         keys: list[str] = []
-        if self._cache is not None and key is not None:
+        traces: list[list[OpCall]] | None = [[] for _ in examples] if trace else None
+        cache = None if trace else self._cache
+        if cache is not None and key is not None:
             keys = [example_key(e) for e in examples]
             for i, k in enumerate(keys):
-                hit = self._cache.get((key, k))
+                hit = cache.get((key, k))
                 if hit is not None:
                     outcomes[i] = hit
                 else:
@@ -192,14 +201,17 @@ class Evaluator:
         semaphore = self._semaphore()
 
         async def one(i: int) -> None:
-            if semaphore is not None:
-                async with semaphore:
+            with contextlib.ExitStack() as stack:
+                if traces is not None:
+                    traces[i] = stack.enter_context(record_op_calls())
+                if semaphore is not None:
+                    async with semaphore:
+                        outcome, variable = await self._one(i, examples[i])
+                else:
                     outcome, variable = await self._one(i, examples[i])
-            else:
-                outcome, variable = await self._one(i, examples[i])
             outcomes[i], variables[i] = outcome, variable
-            if self._cache is not None and key is not None:
-                self._cache[(key, keys[i])] = outcome
+            if cache is not None and key is not None:
+                cache[(key, keys[i])] = outcome
             bar.advance(1)
             if outcome.error is not None:
                 failed[0] += 1
@@ -227,6 +239,7 @@ class Evaluator:
         )
         result = _result(done, usage, variables, key, reused, seconds, self.seed)
         result.evaluated = todo
+        result.traces = traces
         return result
 
     def remember(

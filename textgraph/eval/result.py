@@ -75,6 +75,8 @@ class EvalResult:
     outcomes: list[ExampleOutcome] = field(default_factory=list, repr=False)
     evaluated: list[int] = field(default_factory=list, repr=False)  # run now, not reused
     variables: list[Variable | None] = field(default_factory=list, repr=False)
+    # With trace=True: each example's LLM op calls in call order (textgraph.ops.trace.OpCall).
+    traces: list[list[Any]] | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:

@@ -85,7 +85,10 @@ class Operation:
 
 def shown(variable: Variable, elide: Variable | None) -> str:
     """A variable's value for a prompt, or a placeholder for the elided one."""
-    return ELIDED if variable is elide else fence(variable.value)
+    if variable is elide:
+        return ELIDED
+    render = getattr(variable, "render", None)  # tg.Demos: demonstrations as readable text
+    return fence(render() if callable(render) else variable.value)
 
 
 def distinct(variables: tuple[Variable, ...]) -> tuple[Variable, ...]:

@@ -6,11 +6,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from textgraph._sync import run_sync
-from textgraph.engines.base import ChatRequest, Engine, call_engine
-from textgraph.engines.context import check_engine, resolve_engine
+from textgraph.demos import Demo, Demos
+from textgraph.engines.base import ChatRequest, Engine, Message, call_engine
+from textgraph.engines.context import check_engine, forward_override, resolve_engine
 from textgraph.engines.observe import current_forward_purpose
 from textgraph.errors import ArgumentError
 from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, llm_backward, shown
+from textgraph.ops.trace import OpCall, record
 from textgraph.prompts import fence, placeholders, render, render_file
 from textgraph.variable import Variable, ensure_variable
 
@@ -22,6 +24,15 @@ def _system_variable(system_prompt: Variable | str | None) -> Variable | None:
         return Variable(system_prompt, role_description="system prompt")
     raise ArgumentError(
         f"system_prompt must be a tg.Variable, a str or None, got {type(system_prompt).__name__}"
+    )
+
+
+def _demos(demos: object) -> Demos | None:
+    if demos is None or isinstance(demos, Demos):
+        return demos
+    raise ArgumentError(
+        f"demos must be a tg.Demos or None, got {type(demos).__name__}: wrap the list, e.g. "
+        "tg.Demos([...], role_description='few-shot examples for the classifier')"
     )
 
 
@@ -40,10 +51,12 @@ class _LLMOperation(Operation):
         max_tokens: int | None,
         seed: int | None,
         stop: list[str] | None,
+        demos: Demos | None = None,
     ) -> None:
         check_engine(engine, f"{type(self).__name__}(engine)")
         self.engine = engine
         self.system_prompt = _system_variable(system_prompt)
+        self.demos = _demos(demos)
         self.role_description = role_description
         self.sampling: dict[str, Any] = {
             "temperature": temperature,
@@ -52,34 +65,67 @@ class _LLMOperation(Operation):
             "stop": stop,
         }
 
-    async def _generate(self, inputs: tuple[Variable, ...], user_text: str) -> tuple[str, Node]:
-        engine = resolve_engine(self.engine, what=f"{type(self).__name__} forward")
-        request = ChatRequest.from_prompts(
-            self.system_prompt.value if self.system_prompt is not None else None,
-            user_text,
+    async def _generate(
+        self, inputs: tuple[Variable, ...], user_text: str, received: str | dict[str, str]
+    ) -> tuple[str, Node]:
+        engine = resolve_engine(
+            forward_override(), self.engine, what=f"{type(self).__name__} forward"
+        )
+        messages = []
+        if self.system_prompt is not None:
+            messages.append(Message(role="system", content=self.system_prompt.value))
+        if self.demos is not None:
+            for demo in self.demos.items:
+                messages.append(Message(role="user", content=self.demo_text(demo)))
+                messages.append(Message(role="assistant", content=demo.reply()))
+        messages.append(Message(role="user", content=user_text))
+        request = ChatRequest(
+            messages=messages,
             purpose=current_forward_purpose(),
             variable_ids=[v.id for v in inputs],
             **self.sampling,
         )
         response = await call_engine(engine, request)
         node = Node(op=self, inputs=inputs, engine=engine, saved={"user_text": user_text})
+        record(OpCall(op=self, inputs=received, output=response.text, demos=self.demos))
         return response.text, node
 
+    def demo_text(self, demo: Demo) -> str:
+        """The user turn of one demonstration."""
+        return demo.text_input()
+
+    def _prefix(self) -> tuple[Variable, ...]:
+        """Inputs before the call's own: the system prompt and the demos, when set."""
+        return tuple(v for v in (self.system_prompt, self.demos) if v is not None)
+
     def _inputs(self, *rest: Variable) -> tuple[Variable, ...]:
-        return ((self.system_prompt,) if self.system_prompt is not None else ()) + rest
+        return self._prefix() + rest
 
     def _system_block(self, node: Node, elide: Variable | None) -> str:
-        system = node.inputs[0] if self.system_prompt is not None else None
-        if system is None:
-            return ""
-        return (
-            render_file(
+        """The system prompt and the demonstrations of this call, as context text."""
+        block = ""
+        if self.system_prompt is not None:
+            system = node.inputs[0]
+            block += render_file(
                 "context_llm_call_system",
                 system_role=system.role_description,
                 system=shown(system, elide),
             )
-            + "\n"
-        )
+            block += "\n"
+        if self.demos is not None:
+            demos = node.inputs[len(self._prefix()) - 1]
+            block += render_file(
+                "context_demos", demos_role=demos.role_description, demos=shown(demos, elide)
+            )
+            block += "\n"
+        return block
+
+    def _location_in_prefix(self, node: Node, variable: Variable) -> str | None:
+        if self.system_prompt is not None and variable is node.inputs[0]:
+            return "the system prompt"
+        if self.demos is not None and variable is node.inputs[len(self._prefix()) - 1]:
+            return "the few-shot demonstrations"
+        return None
 
     async def backward(self, ctx: BackwardContext) -> list[Feedback]:
         return await llm_backward(ctx)
@@ -100,6 +146,7 @@ class LLMCall(_LLMOperation):
         max_tokens: int | None = None,
         seed: int | None = None,
         stop: list[str] | None = None,
+        demos: Demos | None = None,
     ) -> None:
         super().__init__(
             engine,
@@ -109,6 +156,7 @@ class LLMCall(_LLMOperation):
             max_tokens=max_tokens,
             seed=seed,
             stop=stop,
+            demos=demos,
         )
 
     def __call__(self, input: Variable) -> Variable:
@@ -116,7 +164,7 @@ class LLMCall(_LLMOperation):
 
     async def acall(self, input: Variable) -> Variable:
         input = ensure_variable(input, "LLMCall input")
-        text, node = await self._generate(self._inputs(input), input.value)
+        text, node = await self._generate(self._inputs(input), input.value, input.value)
         return Variable._from_op(text, role_description=self.role_description, node=node)
 
     def describe(self, node: Node, elide: Variable | None = None) -> str:
@@ -131,9 +179,7 @@ class LLMCall(_LLMOperation):
         )
 
     def location_of(self, node: Node, variable: Variable) -> str:
-        if self.system_prompt is not None and variable is node.inputs[0]:
-            return "the system prompt"
-        return "the input (user message)"
+        return self._location_in_prefix(node, variable) or "the input (user message)"
 
 
 class FormattedLLMCall(_LLMOperation):
@@ -159,6 +205,7 @@ class FormattedLLMCall(_LLMOperation):
         max_tokens: int | None = None,
         seed: int | None = None,
         stop: list[str] | None = None,
+        demos: Demos | None = None,
     ) -> None:
         super().__init__(
             engine,
@@ -168,6 +215,7 @@ class FormattedLLMCall(_LLMOperation):
             max_tokens=max_tokens,
             seed=seed,
             stop=stop,
+            demos=demos,
         )
         if not isinstance(template, str):
             raise ArgumentError(f"template must be a str, got {type(template).__name__}")
@@ -211,12 +259,25 @@ class FormattedLLMCall(_LLMOperation):
                 f"expected {self.field_names}"
             )
         values = {k: ensure_variable(given[k], f"field {k!r}") for k in self.field_names}
-        user_text = render(self.template, **{k: v.value for k, v in values.items()})
-        text, node = await self._generate(self._inputs(*values.values()), user_text)
+        texts = {k: v.value for k, v in values.items()}
+        user_text = render(self.template, **texts)
+        text, node = await self._generate(self._inputs(*values.values()), user_text, texts)
         return Variable._from_op(text, role_description=self.role_description, node=node)
 
+    def demo_text(self, demo: Demo) -> str:
+        """A demo's fields fill the template; a str demo is the user turn as given."""
+        if isinstance(demo.inputs, str):
+            return demo.inputs
+        missing = [n for n in self.field_names if n not in demo.inputs]
+        if missing:
+            raise ArgumentError(
+                f"a demonstration for this FormattedLLMCall lacks field(s) {missing}; its "
+                f"inputs have {sorted(demo.inputs)}, the template needs {self.field_names}"
+            )
+        return render(self.template, **{n: demo.inputs[n] for n in self.field_names})
+
     def describe(self, node: Node, elide: Variable | None = None) -> str:
-        offset = 1 if self.system_prompt is not None else 0
+        offset = len(self._prefix())
         fields = "\n".join(
             render_file("context_field", name=name, role=v.role_description, value=shown(v, elide))
             for name, v in zip(self.field_names, node.inputs[offset:], strict=True)
@@ -231,9 +292,10 @@ class FormattedLLMCall(_LLMOperation):
         )
 
     def location_of(self, node: Node, variable: Variable) -> str:
-        if self.system_prompt is not None and variable is node.inputs[0]:
-            return "the system prompt"
-        offset = 1 if self.system_prompt is not None else 0
+        where = self._location_in_prefix(node, variable)
+        if where is not None:
+            return where
+        offset = len(self._prefix())
         for name, v in zip(self.field_names, node.inputs[offset:], strict=True):
             if v is variable:
                 return f"the field '{name}'"

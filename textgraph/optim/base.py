@@ -45,6 +45,10 @@ class Optimizer(abc.ABC):
     def observe(self, outcomes: list[CandidateOutcome]) -> None:  # noqa: B027 - optional hook
         """Learn from this step's outcomes (optional)."""
 
+    def finished(self) -> str | None:
+        """Why there is nothing left to propose (the loop then stops), or None."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """JSON-safe state for checkpoints (optional; stateless by default)."""
         return {}

@@ -9,13 +9,14 @@ from typing import Any
 
 from textgraph.candidate import Candidate
 from textgraph.engines.base import Engine
+from textgraph.engines.context import override_forward_engine
 from textgraph.errors import ArgumentError
 from textgraph.eval.pareto import ParetoEntry
 from textgraph.eval.result import EvalResult
 from textgraph.module import Module
 from textgraph.variable import Gradient, Variable
 
-Evaluate = Callable[[Candidate, Sequence[Any]], Awaitable[EvalResult]]
+Evaluate = Callable[..., Awaitable[EvalResult]]
 Gradients = Callable[[Sequence[int]], Awaitable[dict[str, list[Gradient]]]]
 
 
@@ -27,8 +28,9 @@ class StepContext:
     fully evaluated candidate with its objective values (the Pareto pool).
     rng: seeded per run and step (use it, not `random`, so runs repeat).
     batch: this step's training examples (batch_indices: their positions in
-    train). `await ctx.evaluate(candidate, examples)` scores any candidate on
-    any examples (cached per candidate and example). `await ctx.gradients()`
+    train). val: the run's validation examples (what the loop gates on; search
+    optimizers may score minibatches of it).
+    `await ctx.evaluate(candidate, examples)` scores any candidate on any examples (cached per candidate and example). `await ctx.gradients()`
     runs forward, loss, backward and bounded reduction on the batch and
     returns each parameter's critiques (they are also on the parameters).
     engine / critic_engine: the forward and the critic/optimizer engines,
@@ -48,6 +50,7 @@ class StepContext:
     critic_engine: Engine | None
     _evaluate: Evaluate = field(repr=False)
     _gradients: Gradients = field(repr=False)
+    val: Sequence[Any] = ()
     notes: list[str] = field(default_factory=list)
     gradients_computed: bool = False
 
@@ -66,14 +69,27 @@ class StepContext:
         )
 
     async def evaluate(
-        self, candidate: Candidate, examples: Sequence[Any] | None = None
+        self,
+        candidate: Candidate,
+        examples: Sequence[Any] | None = None,
+        *,
+        trace: bool = False,
+        engine: Engine | None = None,
     ) -> EvalResult:
-        """Score `candidate` on `examples` (default: this step's batch)."""
+        """Score `candidate` on `examples` (default: this step's batch).
+
+        trace=True also records each example's LLM op calls (`result.traces`); engine
+        runs every forward call on that engine (a teacher; implies trace, as such
+        outcomes are not the candidate's own and are never cached)."""
         if not isinstance(candidate, Candidate):
             raise ArgumentError(
                 f"ctx.evaluate needs a tg.Candidate, got {type(candidate).__name__}"
             )
-        return await self._evaluate(candidate, self.batch if examples is None else examples)
+        examples = self.batch if examples is None else examples
+        if engine is None:
+            return await self._evaluate(candidate, examples, trace=trace)
+        with override_forward_engine(engine):
+            return await self._evaluate(candidate, examples, trace=True)
 
     async def gradients(self, batch: Sequence[int] | None = None) -> dict[str, list[Gradient]]:
         """Forward, loss, backward and reduction on the batch (indices into train)."""

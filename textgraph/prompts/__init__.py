@@ -35,6 +35,7 @@ SECTION_TAGS = (
     "FUNCTION",
     "PREDICTION",
     "TARGET",
+    "DEMONSTRATIONS",
 )
 _TAG_LOOKALIKE = re.compile(r"<(/?)(" + "|".join(SECTION_TAGS) + r")\b", re.IGNORECASE)
 

@@ -256,6 +256,10 @@ class Trainer:
                 if self.patience is not None and state.rejections_in_a_row >= self.patience:
                     stopped = f"patience: {state.rejections_in_a_row} rejected steps in a row"
                     break
+                done = getattr(self.optimizer, "finished", lambda: None)()
+                if done:
+                    stopped = f"optimizer finished: {done}"
+                    break
                 step = state.step + 1
                 self._step_no = step
                 bar.step(state.step, self._info(observer, state))
@@ -335,11 +339,15 @@ class Trainer:
             self._phase = "optimizer"
             return gradients_of(self.named)
 
-        async def evaluate(candidate: Candidate, examples: Sequence[Any]) -> EvalResult:
+        async def evaluate(
+            candidate: Candidate, examples: Sequence[Any], *, trace: bool = False
+        ) -> EvalResult:
             assert self._evaluator is not None
             phase, self._phase = self._phase, "propose evaluation"
             try:
-                result = await self._evaluator.aevaluate(examples, candidate, progress=False)
+                result = await self._evaluator.aevaluate(
+                    examples, candidate, progress=False, trace=trace
+                )
             finally:
                 self._phase = phase
             self._count_errors(
@@ -365,6 +373,7 @@ class Trainer:
             critic_engine=self.critic_engine,
             _evaluate=evaluate,
             _gradients=gradients,
+            val=self.val,
         )
         self._phase = "optimizer"
         proposals = await self.optimizer.propose(ctx)
