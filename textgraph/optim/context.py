@@ -30,9 +30,10 @@ class StepContext:
     batch: this step's training examples (batch_indices: their positions in
     train). val: the run's validation examples (what the loop gates on; search
     optimizers may score minibatches of it).
-    `await ctx.evaluate(candidate, examples)` scores any candidate on any examples (cached per candidate and example). `await ctx.gradients()`
-    runs forward, loss, backward and bounded reduction on the batch and
-    returns each parameter's critiques (they are also on the parameters).
+    `await ctx.evaluate(candidate, examples)` scores any candidate on any
+    examples (cached per candidate and example). `await ctx.gradients()` runs
+    forward, loss, backward and bounded reduction on the batch and returns
+    each parameter's critiques (they are also on the parameters).
     engine / critic_engine: the forward and the critic/optimizer engines,
     when the run was given them (None: ops use their own or the default).
     """
