@@ -9,6 +9,7 @@ import logging
 
 from textgraph import engines, optim, report
 from textgraph.candidate import Candidate
+from textgraph.demos import Demo, Demos
 from textgraph.engines.context import use_engine
 from textgraph.engines.registry import get_engine
 from textgraph.engines.usage import Budget
@@ -73,6 +74,8 @@ __all__ = [
     "Concat",
     "ConfigurationError",
     "ContentFiltered",
+    "Demo",
+    "Demos",
     "DenseIndex",
     "EngineError",
     "EngineTimeout",

@@ -193,9 +193,14 @@ def render_demos(demos: Iterable[Demo]) -> str:
     return "\n\n".join(blocks) if blocks else "(no demonstrations)"
 
 
+def is_demos_text(value: object) -> bool:
+    """True for a value written by tg.Demos (its canonical JSON)."""
+    return isinstance(value, str) and value.startswith('{"format":"' + DEMOS_FORMAT)
+
+
 def readable_value(value: str) -> str:
     """A parameter value for people: demonstrations as text, other text unchanged."""
-    if value.startswith('{"format":"' + DEMOS_FORMAT):
+    if is_demos_text(value):
         try:
             return render_demos(parse_demos(value))
         except ArgumentError:

@@ -2,7 +2,8 @@
 
 max_chars: a changed value longer than the limit is reverted. reject_copies:
 a changed value that contains a training example's text (20+ characters)
-is reverted, so a prompt cannot memorize the training set. A candidate with
+is reverted, so a prompt cannot memorize the training set (demonstrations,
+tg.Demos values, are exempt from both: they are examples by design). A candidate with
 nothing left to change is dropped, with the reason recorded.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from textgraph.candidate import Candidate
+from textgraph.demos import is_demos_text
 
 
 def strings_of(example: Any) -> list[str]:
@@ -44,6 +46,9 @@ def filter_candidate(
     reasons: list[str] = []
     keep: dict[str, Any] = {}
     for name, (_old, new) in candidate.changes_from(current).items():
+        if is_demos_text(new):  # demonstrations are training examples by design
+            keep[name] = new
+            continue
         limit = max_chars.get(name) if isinstance(max_chars, dict) else max_chars
         if isinstance(new, str) and limit is not None and len(new) > limit:
             reasons.append(f"{name}: rejected: {len(new)} chars > max_chars {limit}")
