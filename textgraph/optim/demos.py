@@ -125,6 +125,7 @@ class BootstrapResult:
     calls_per_example: float = 0.0
     outputs: list[Any] = field(default_factory=list)  # output Variables of passing runs
     final_ops: set[int] = field(default_factory=set)  # ids of ops that produced the output
+    by_op: dict[int, list[Demo]] = field(default_factory=dict)  # every op's passing calls
 
 
 def passes(score: float | None, threshold: float | None) -> bool:
@@ -143,6 +144,7 @@ async def bootstrap(
     max_rounds: int,
     order: Sequence[int] | None = None,
     chunk: int | None = None,
+    min_tried: int = 0,
 ) -> BootstrapResult:
     """Run the program over training examples (in `order`) with traces until every Demos
     parameter has `want` demonstrations from passing runs, or the examples run out.
@@ -151,7 +153,7 @@ async def bootstrap(
     the demonstrations found so far in place (different prompts, so different runs).
     """
     result = BootstrapResult(traced={n: [] for n in params}, sources={n: [] for n in params})
-    if want <= 0:
+    if want <= 0 and min_tried <= 0:
         return result
     pending = list(order if order is not None else range(len(ctx.train)))
     size = chunk or max(4, 2 * want)
@@ -160,7 +162,9 @@ async def bootstrap(
     by_param = {id(p): n for n, p in params.items()}
     for round_no in range(max_rounds):
         failed: list[int] = []
-        while pending and any(len(d) < want for d in result.traced.values()):
+        while pending and (
+            any(len(d) < want for d in result.traced.values()) or result.tried < min_tried
+        ):
             batch, pending = pending[:size], pending[size:]
             evaluation = await ctx.evaluate(
                 candidate, [ctx.train[i] for i in batch], trace=True, engine=teacher
@@ -178,6 +182,9 @@ async def bootstrap(
                 if evaluation.variables[pos] is not None:
                     result.outputs.append(evaluation.variables[pos])
                 for call in traces[pos]:
+                    seen_op = result.by_op.setdefault(id(call.op), [])
+                    if len(seen_op) < 3 * want:
+                        seen_op.append(Demo(inputs=call.inputs, output=call.output))
                     name = by_param.get(id(call.demos)) if call.demos is not None else None
                     if name is None or len(result.traced[name]) >= want:
                         continue
@@ -383,6 +390,7 @@ async def demo_sets(
     max_rounds: int,
     label_field: str | None,
     pool_factor: int = 3,
+    min_tried: int = 0,
 ) -> tuple[dict[str, list[str]], BootstrapResult]:
     """`count` distinct demo sets per Demos parameter, as canonical values: the current
     demos, labeled only, the bootstrapped ones in order, then seeded shuffled subsets of
@@ -397,6 +405,7 @@ async def demo_sets(
         teacher=teacher,
         max_rounds=max_rounds,
         order=order,
+        min_tried=min_tried,
     )
     labeled = labeled_pool(ctx, params, label_field=label_field, found=found)
     sets: dict[str, list[str]] = {}
