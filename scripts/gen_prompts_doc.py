@@ -43,6 +43,17 @@ groups = [
         ],
     ),
     (
+        "Instruction proposals (MIPRO)",
+        "MIPRO first asks for a short description of the dataset from a sample of training examples, then one instruction per (parameter, tip): the request shows the dataset description, the program's structure read from a traced run's graph, the step's current instruction and its inputs and outputs in runs that passed the metric. Each proposal uses the next style tip from `mipro_tips` (one per line).",
+        [
+            "mipro_dataset_system",
+            "mipro_dataset_user",
+            "mipro_instruction_system",
+            "mipro_instruction_user",
+            "mipro_tips",
+        ],
+    ),
+    (
         "Losses",
         "`TextLoss` and `MultiFieldEvaluation` use the evaluator prompts; `MetricLoss` asks for an explanation only when the metric's score is below perfect, and shows how the prediction was produced.",
         ["loss_system", "loss_user", "metric_explain_system", "metric_explain_user"],
