@@ -337,3 +337,31 @@ def test_demo_optimizers_need_a_demos_parameter():
         tg.optim.BootstrapFewShot(max_rounds=0)
     with pytest.raises(tg.ArgumentError, match="metric_threshold"):
         tg.optim.BootstrapFewShot(metric_threshold=float("nan"))
+
+
+def test_show_and_report_print_demonstrations_readably(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from textgraph.report.html import build_report
+    from textgraph.report.terminal import show_run
+
+    module = TwoStage(two_stage_engine())
+    opt = tg.optim.BootstrapFewShot(max_bootstrapped=2, max_labeled=0)
+    tg.Trainer(
+        module,
+        optimizer=opt,
+        metric=exact,
+        train=qa(12),
+        val=qa(6, 100),
+        max_steps=1,
+        progress=False,
+        run_dir=tmp_path / "run",
+    ).fit()
+    out = StringIO()
+    show_run(str(tmp_path / "run"), step=1, console=Console(file=out, width=200))
+    text = out.getvalue()
+    assert "Demonstration 1:" in text and "fact: f" in text and '"format"' not in text
+    html = build_report(tmp_path / "run")
+    assert "Demonstration 1:" in html

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from textgraph._entry import run_command
+from textgraph.demos import readable_value
 from textgraph.engines import Engine, ManagedEngine, UsageStats
 from textgraph.engines.registry import DEFAULT_MODEL, default_model, get_engine
 from textgraph.errors import ArgumentError
@@ -145,7 +146,7 @@ def print_trainer_summary(
     )
     for name, value in summary.final_parameters.items():
         console.print(f"\n[bold]final {name}:[/bold]")
-        console.print(value, markup=False, highlight=False)
+        console.print(readable_value(value), markup=False, highlight=False)
     if run_dir is not None:
         console.print(
             f"\nrun directory: {run_dir}\n  textgraph show {run_dir} --step 1   "

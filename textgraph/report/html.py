@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from textgraph._io import atomic_write_text
+from textgraph.demos import readable_value
 from textgraph.eval.pareto import BUILTIN, ParetoEntry, pareto_front
 from textgraph.report.svg import (
     KIND_COLOURS,
@@ -330,7 +331,7 @@ def _candidate_html(step: StepRecord, index: int, opened: dict[str, int]) -> str
         changes.append(
             f"<div class='change{' with-critiques' if critiques else ''}'><div class='diff'>"
             f"<p class='param'>{escape(ch.parameter)}</p>"
-            f"<div class='diff-text'>{_diff_html(ch.old_value, ch.new_value)}</div></div>"
+            f"<div class='diff-text'>{_diff_html(readable_value(ch.old_value), readable_value(ch.new_value))}</div></div>"
             f"{critiques}</div>"
         )
     if not c.changes:

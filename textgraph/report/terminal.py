@@ -13,6 +13,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from textgraph._text import shorten
+from textgraph.demos import readable_value
 from textgraph.runs import RunDir, RunError, StepRecord, Summary
 
 
@@ -99,7 +100,9 @@ def step_detail(r: StepRecord) -> Group:
             )
         for change in c.changes:
             body.append(f"{change.parameter}:\n", style="cyan")
-            body.append_text(word_diff(change.old_value, change.new_value))
+            body.append_text(
+                word_diff(readable_value(change.old_value), readable_value(change.new_value))
+            )
             body.append("\n")
         if not c.changes:
             body.append("(no change)")
