@@ -46,3 +46,7 @@ def test_evaluation_page_runs_as_written(capsys):
 
 def test_optimizers_page_runs_as_written(capsys):
     run_page("optimizers.md", capsys)
+
+
+def test_demos_page_runs_as_written(capsys):
+    run_page("demos.md", capsys)
