@@ -216,7 +216,20 @@ def test_an_example_run_replays_from_its_cassette_without_the_model(tmp_path, mo
     from textgraph.engines import ScriptedEngine as Scripted
     from textgraph.examples import simulated_counting
 
-    small = ["--model", "simulated", "--train", "6", "--val", "6", "--test", "6", "--steps", "2"]
+    small = [
+        "--task",
+        "object-counting",
+        "--model",
+        "simulated",
+        "--train",
+        "6",
+        "--val",
+        "6",
+        "--test",
+        "6",
+        "--steps",
+        "2",
+    ]
     cassette = tmp_path / "calls.jsonl"
     assert main(["demo", *small, "--record", str(cassette), "--run-dir", str(tmp_path / "a")]) == 0
 

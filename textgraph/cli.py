@@ -18,14 +18,33 @@ from typing import Any
 from textgraph import __version__
 from textgraph._entry import run_command
 from textgraph.errors import ArgumentError
-from textgraph.examples.object_counting import add_arguments as add_object_counting_arguments
+from textgraph.examples._common import example_main
+
+DEMO_TASKS = ("support-routing", "object-counting")
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from textgraph.examples.object_counting import run
-
-    run(args)
-    return 0
+def _demo_main(argv: list[str], *, debug: bool) -> int:
+    """`textgraph demo [--task T] [task flags]`: each task parses its own flags."""
+    chooser = argparse.ArgumentParser(prog="textgraph demo", add_help=False)
+    chooser.add_argument("--task", choices=DEMO_TASKS, default=DEMO_TASKS[0])
+    try:
+        chosen, rest = chooser.parse_known_args(argv)
+    except SystemExit as exc:  # argparse printed the usage and the error
+        return int(exc.code or 0)
+    if chosen.task == "object-counting":
+        from textgraph.examples import object_counting as task
+    else:
+        from textgraph.examples import support_routing as task  # type: ignore[no-redef]
+    doc = (task.__doc__ or "") + (
+        f"\nOther demos: textgraph demo --task {{{','.join(DEMO_TASKS)}}}\n"
+    )
+    return example_main(
+        doc,
+        task.add_arguments,
+        task.run,
+        (["--debug"] if debug else []) + rest,
+        prog=f"textgraph demo --task {chosen.task}",
+    )
 
 
 def _load_target(target: str) -> Callable[..., Any]:
@@ -200,15 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"textgraph {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser(
+    commands.add_parser(
         "demo",
-        help="optimize an object-counting system prompt end to end",
-        description="Prompt optimization on BBH-style object counting "
-        "(textgraph/examples/object_counting.py): forward, exact-match loss with LLM "
-        "explanations, backward, TGD, validation gating, test accuracy before and after.",
+        help="optimize a pipeline end to end: few-shot + instruction search (MIPRO) on "
+        "support-message routing; --task object-counting for textual gradients (TGD)",
+        add_help=False,
     )
-    add_object_counting_arguments(demo)
-    demo.set_defaults(handler=_demo)
 
     run = commands.add_parser(
         "run",
@@ -281,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    leading = [a for a in argv[: argv.index("demo")] if a == "--debug"] if "demo" in argv else []
+    if "demo" in argv and len(leading) == argv.index("demo"):
+        return _demo_main(argv[argv.index("demo") + 1 :], debug=bool(leading))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

