@@ -50,3 +50,7 @@ def test_optimizers_page_runs_as_written(capsys):
 
 def test_demos_page_runs_as_written(capsys):
     run_page("demos.md", capsys)
+
+
+def test_mipro_page_runs_as_written(capsys):
+    run_page("mipro.md", capsys)
