@@ -8,6 +8,8 @@
       checkpoints/      step-NNNN.json: parameters, optimizer and trainer state after a step
       best.json         the best parameters so far and their validation score
       summary.json      scores, calls, tokens, cost, time, why the run stopped
+      .lock             held while a process runs it (.lock.owner: pid, host, start)
+      previous/         earlier runs' files, moved here by force=True (never deleted)
 
 Whole files are written atomically (temp file, fsync, rename). JSONL files
 are appended a line at a time with fsync; a line cut short by a crash is
@@ -16,8 +18,12 @@ dropped when the run is read or resumed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +156,7 @@ class EvaluationRecord(BaseModel):
     split: str
     example_keys: list[str]
     outcomes: list[ExampleOutcome]
+    phase: str = ""  # "test" for the final test: dropped on resume like other in-flight work
 
 
 class Summary(BaseModel):
@@ -171,6 +178,10 @@ class Summary(BaseModel):
     optimizer: str = ""
     selected: str | None = None  # the candidate id the module ended with
     pareto: list[ParetoEntry] = Field(default_factory=list)
+    # True when the run stopped on an error or a budget: resume=True continues it. A run
+    # that finished (max_steps, patience, optimizer finished) returns this summary instead.
+    resumable: bool = False
+    failed_examples: int = 0  # examples that could not be scored, over the whole run
 
 
 def append_jsonl(path: Path, record: BaseModel) -> None:
@@ -230,13 +241,81 @@ class RunDir:
             raise RunError(f"{path} is not a run directory (no config.json)")
         return run
 
-    def create(self, config: dict[str, Any]) -> None:
+    def create(self, config: dict[str, Any]) -> Path | None:
+        """Start a fresh run here. Files of an earlier run are moved, never deleted, into
+        previous/<time>/ (returned)."""
         self.checkpoints.mkdir(parents=True, exist_ok=True)
-        for stale in (self.trace, self.steps, self.evaluations, self.best, self.summary):
-            stale.unlink(missing_ok=True)
-        for old in [*self.checkpoints.glob("step-*.json"), *self.graphs.glob("step-*.json")]:
-            old.unlink()
+        old = [
+            p
+            for p in (
+                self.config,
+                self.trace,
+                self.steps,
+                self.evaluations,
+                self.best,
+                self.summary,
+            )
+            if p.exists()
+        ]
+        old += [*self.checkpoints.glob("step-*.json"), *self.graphs.glob("step-*.json")]
+        aside = None
+        if old:
+            aside = self.path / "previous" / time.strftime("%Y%m%d-%H%M%S")
+            n = 1
+            while aside.exists():
+                n += 1
+                aside = aside.with_name(f"{aside.name.split('.')[0]}.{n}")
+            for path in old:
+                target = aside / path.relative_to(self.path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                path.replace(target)
         atomic_write_json(self.config, config)
+        return aside
+
+    def set_aside(self, paths: list[Path], why: str) -> Path:
+        """Move files out of the run's way (into previous/<why>-<time>/), keeping them."""
+        aside = self.path / "previous" / f"{why}-{time.strftime('%Y%m%d-%H%M%S')}"
+        for path in paths:
+            target = aside / path.relative_to(self.path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.replace(target)
+        return aside
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for this process: a second process (or a second
+        Trainer here) fails at once with a RunError naming the holder."""
+        from filelock import FileLock, Timeout
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        owner = self.path / ".lock.owner"
+        lock = FileLock(str(self.path / ".lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = "another process"
+            try:
+                info = json.loads(owner.read_text(encoding="utf-8"))
+                holder = f"pid {info.get('pid')} on {info.get('host')}, since {info.get('started')}"
+            except (OSError, ValueError):
+                pass
+            raise RunError(
+                f"{self.path} is in use by another run ({holder}). Wait for it to finish, "
+                "or use another run_dir."
+            ) from None
+        try:
+            atomic_write_json(
+                owner,
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                },
+            )
+            yield
+        finally:
+            owner.unlink(missing_ok=True)
+            lock.release()
 
     def read_config(self) -> dict[str, Any]:
         try:
@@ -252,15 +331,16 @@ class RunDir:
             self.checkpoint_path(checkpoint.trainer.step), checkpoint.model_dump(mode="json")
         )
 
-    def latest_checkpoint(self) -> tuple[Checkpoint | None, list[str]]:
-        """The newest readable checkpoint, and a note for each corrupt one skipped."""
-        skipped = []
+    def latest_checkpoint(self) -> tuple[Checkpoint | None, list[tuple[Path, str]]]:
+        """The newest readable checkpoint, and (path, what is wrong) for each corrupt one
+        newer than it."""
+        skipped: list[tuple[Path, str]] = []
         for path in sorted(self.checkpoints.glob("step-*.json"), reverse=True):
             try:
                 return Checkpoint.model_validate_json(path.read_text(encoding="utf-8")), skipped
             except (OSError, ValueError) as exc:
                 first = str(exc).splitlines()[0]
-                skipped.append(f"{path} is corrupt ({first}); using the one before it")
+                skipped.append((path, f"{path.name} is corrupt: {first}"))
         return None, skipped
 
     def graph_path(self, step: int) -> Path:

@@ -35,6 +35,8 @@ from textgraph.errors import (
     BudgetExceeded,
     ConfigurationError,
     EvaluationError,
+    ProviderError,
+    RateLimitError,
 )
 from textgraph.eval.result import EvalResult, ExampleError, ExampleOutcome, Usage
 from textgraph.eval.score import Score, to_score
@@ -53,6 +55,18 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (
     AuthenticationError,
     ConfigurationError,
 )
+# Provider answers that no retry or other example would change: a rejected key (401/403),
+# an unknown model or endpoint (404), an exhausted quota (a 429 that is not retryable).
+FATAL_STATUS = (401, 403, 404)
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """True when the whole run must stop on `exc`, not just this example."""
+    if isinstance(exc, FATAL_ERRORS):
+        return True
+    if isinstance(exc, ProviderError) and not exc.retryable:
+        return exc.status in FATAL_STATUS or (exc.status == 429 and isinstance(exc, RateLimitError))
+    return False
 
 
 class _ExampleUsage(CallObserver):
@@ -271,11 +285,11 @@ class Evaluator:
         with observe_calls(usage):
             try:
                 output = await self._run(example)
-            except FATAL_ERRORS:
-                raise
             except ArgumentError:
                 raise
             except Exception as exc:
+                if is_fatal(exc):
+                    raise
                 outcome.error = ExampleError(
                     index=index, type=type(exc).__name__, message=str(exc), stage="program"
                 )

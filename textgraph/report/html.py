@@ -395,7 +395,8 @@ def _pool(
 ) -> tuple[list[ParetoEntry], list[str]]:
     """Every fully evaluated candidate: the latest checkpoint's pool, else what the steps and
     summary.json recorded. Also notes on where it came from."""
-    checkpoint, notes = run.latest_checkpoint()
+    checkpoint, skipped = run.latest_checkpoint()
+    notes = [f"{why}; the pool comes from an earlier checkpoint" for _, why in skipped]
     if checkpoint is not None and checkpoint.trainer.pool:
         return list(checkpoint.trainer.pool), notes
     entries: dict[str, ParetoEntry] = {}

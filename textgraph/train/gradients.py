@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from textgraph._io import atomic_write_json
 from textgraph.errors import ArgumentError
-from textgraph.eval.evaluator import FATAL_ERRORS
+from textgraph.eval.evaluator import is_fatal
 from textgraph.eval.score import as_score
 from textgraph.graph import ancestry, graph_record
 from textgraph.ops.text import sum as sum_losses
@@ -51,7 +51,7 @@ async def gradient_pass(trainer: Trainer, step: int, batch: Sequence[int]) -> Gr
         *(run_program(trainer.module, e) for e in examples), return_exceptions=True
     )
     for i, out in zip(batch, outputs, strict=True):
-        if isinstance(out, FATAL_ERRORS):
+        if isinstance(out, Exception) and is_fatal(out):
             raise out
         if isinstance(out, BaseException):
             record.errors.append(f"example {i}: forward failed: {type(out).__name__}: {out}")
@@ -68,7 +68,7 @@ async def gradient_pass(trainer: Trainer, step: int, batch: Sequence[int]) -> Gr
     )
     usable: list[Variable] = []
     for k, loss in zip(chosen, losses, strict=True):
-        if isinstance(loss, FATAL_ERRORS):
+        if isinstance(loss, Exception) and is_fatal(loss):
             raise loss
         if isinstance(loss, BaseException):
             record.errors.append(f"example {batch[k]}: loss failed: {type(loss).__name__}: {loss}")

@@ -34,9 +34,9 @@ from textgraph.engines.base import Engine
 from textgraph.engines.context import check_engine
 from textgraph.engines.observe import observe_calls
 from textgraph.engines.usage import Budget, UsageStats
-from textgraph.errors import ArgumentError, BudgetExceeded
-from textgraph.eval.evaluator import Evaluator, example_key
-from textgraph.eval.gate import Gate, check_gate, decide
+from textgraph.errors import ArgumentError, BudgetExceeded, EvaluationError
+from textgraph.eval.evaluator import Evaluator, example_key, is_fatal
+from textgraph.eval.gate import Gate, GateDecision, check_gate, decide
 from textgraph.eval.pareto import (
     Objective,
     ParetoEntry,
@@ -196,6 +196,12 @@ class Trainer:
         return run_sync(self.afit(resume=resume, force=force))
 
     async def afit(self, *, resume: bool = False, force: bool = False) -> FitResult:
+        if self.run_dir is None:
+            return await self._fit(resume=resume, force=force)
+        with RunDir(self.run_dir).lock():
+            return await self._fit(resume=resume, force=force)
+
+    async def _fit(self, *, resume: bool, force: bool) -> FitResult:
         started = time.perf_counter()
         observer = RunObserver(self)
         self._evaluator = Evaluator(
@@ -206,10 +212,15 @@ class Trainer:
             cache=True,
             seed=self.seed,
         )
-        checkpoint = self._open_run(resume=resume, force=force)
+        opened = self._open_run(resume=resume, force=force)
+        if isinstance(opened, FitResult):
+            return opened
+        checkpoint = opened
         history: list[StepRecord] = []
         elapsed_before = 0.0
         budget_stop: str | None = None
+        fatal: BaseException | None = None
+        self._usage_before = (0, 0, 0.0)
         with observe_calls(observer), RunProgress(self.progress, self.max_steps) as bar:
             self._bar = bar
             initial_values = module_values(self.module)
@@ -224,8 +235,21 @@ class Trainer:
                 except BudgetExceeded as exc:  # not even the start could be scored
                     val_result = test_result = None
                     budget_stop = f"budget: {exc} (during the initial validation)"
-                score = val_result.gate_mean() if val_result else None
-                self._initial_test = test_result.gate_mean() if test_result else None
+                except Exception as exc:
+                    if not is_fatal(exc):
+                        raise
+                    self._stop_on_error(exc, observer, started, 0.0, None)
+                    raise
+                if val_result is not None and val_result.n_scored == 0:
+                    error = EvaluationError(
+                        f"the initial validation could not be scored: all {val_result.n_failed} "
+                        f"examples failed (the first: {val_result.errors[0]}). Fix the program "
+                        "or the engine and run again; no score was checkpointed."
+                    )
+                    self._stop_on_error(error, observer, started, 0.0, None)
+                    raise error
+                score = val_result.mean if val_result else None
+                self._initial_test = test_result.mean if test_result else None
                 pool = [self._entry(initial, val_result, 0)] if val_result else []
                 state = TrainerState(
                     step=0,
@@ -244,6 +268,7 @@ class Trainer:
                 self.optimizer.load_state_dict(checkpoint.optimizer)
                 self._errors = state.errors
                 elapsed_before = state.seconds
+                self._usage_before = (state.calls, state.tokens, state.cost_usd)
                 assert self._run is not None
                 history = self._run.read_steps()
                 config = self._run.read_config()
@@ -270,13 +295,23 @@ class Trainer:
                     # The step in flight is dropped whole: parameters as after the last step.
                     apply_candidate(self.module, before_step)
                     self.module.zero_grad()
-                    stopped = f"budget: {exc}"
+                    stopped = budget_stop = f"budget: {exc}"
+                    break
+                except Exception as exc:
+                    if not is_fatal(exc):
+                        raise
+                    apply_candidate(self.module, before_step)
+                    self.module.zero_grad()
+                    fatal = exc
                     break
                 history.append(record)
                 if self._run:
                     append_jsonl(self._run.steps, record)
                 self._checkpoint(state, best, observer, started, elapsed_before)
                 bar.step(step, self._info(observer, state))
+            if fatal is not None:
+                self._stop_on_error(fatal, observer, started, elapsed_before, state, history)
+                raise fatal
             if stopped == "max_steps" and state.step >= self.max_steps:
                 done = getattr(self.optimizer, "finished", lambda: None)()
                 stopped = f"optimizer finished: {done}" if done else stopped
@@ -287,9 +322,15 @@ class Trainer:
             if self.test and budget_stop is None:
                 try:
                     result = await self._evaluate(Candidate(final, origin="final"), "test")
-                    test_score = result.gate_mean()
+                    test_score = result.mean
                 except BudgetExceeded as exc:
                     stopped += f"; test not scored ({exc})"
+                    budget_stop = stopped
+                except Exception as exc:
+                    if not is_fatal(exc):
+                        raise
+                    self._stop_on_error(exc, observer, started, elapsed_before, state, history)
+                    raise
         front = pareto_front(state.pool, self.objectives)
         summary = self._summary(
             state,
@@ -302,6 +343,7 @@ class Trainer:
             selected,
             front,
         )
+        summary.resumable = budget_stop is not None
         if self._run:
             atomic_write_json(self._run.summary, summary.model_dump(mode="json"))
         return FitResult(
@@ -317,6 +359,34 @@ class Trainer:
             pool=list(state.pool),
             selected=selected,
         )
+
+    def _stop_on_error(
+        self,
+        exc: BaseException,
+        observer: RunObserver,
+        started: float,
+        elapsed_before: float,
+        state: TrainerState | None,
+        history: list[StepRecord] | None = None,
+    ) -> None:
+        """A fatal error: write the summary with the reason (the checkpoints stay), so the
+        run directory says what happened; resume=True continues once it is fixed."""
+        if self._run is None:
+            return
+        state = state or TrainerState(step=0, best_score=None, current_score=None)
+        summary = self._summary(
+            state,
+            f"error: {type(exc).__name__}: {exc}",
+            state.best_score if state.step == 0 else None,
+            None,
+            history or [],
+            observer,
+            elapsed_before + time.perf_counter() - started,
+            None,
+            [],
+        )
+        summary.resumable = True
+        atomic_write_json(self._run.summary, summary.model_dump(mode="json"))
 
     # --- one step --------------------------------------------------------------
 
@@ -518,16 +588,21 @@ class Trainer:
         top_i = order[0]
         top, top_result = remaining[top_i], results[top_i]
         incumbent = None
-        if self.gate == "significant":
+        if self.gate == "significant" or top_result.n_failed:
             incumbent = (await self._evaluate(current, "val", errors=errors)).scores
-        verdict = decide(
-            self.gate,
-            top_result.scores,
-            incumbent,
-            best_score=state.best_score,
-            alpha=self.alpha,
-            seed=self.seed * 1000 + step,
-        )
+        if incumbent is not None and (top_result.n_failed or None in incumbent):
+            verdict = _decide_on_common(
+                self.gate, top_result.scores, incumbent, self.alpha, self.seed * 1000 + step
+            )
+        else:
+            verdict = decide(
+                self.gate,
+                top_result.scores,
+                incumbent,
+                best_score=state.best_score,
+                alpha=self.alpha,
+                seed=self.seed * 1000 + step,
+            )
         for i in order[1:]:
             c = remaining[i]
             why = (
@@ -591,6 +666,7 @@ class Trainer:
                     split=split,
                     example_keys=[keys[i] for i in fresh],
                     outcomes=[result.outcomes[i] for i in fresh],
+                    phase="test" if self._phase == "test" else "",
                 ),
             )
         label = "validation" if split == "val" else split
@@ -753,7 +829,9 @@ class Trainer:
             ),
         }
 
-    def _open_run(self, *, resume: bool, force: bool) -> Checkpoint | None:
+    def _open_run(self, *, resume: bool, force: bool) -> Checkpoint | FitResult | None:
+        """The checkpoint to continue from (None: a fresh run), or the saved result of a
+        run that already finished."""
         if self.run_dir is None:
             if resume:
                 raise ArgumentError("resume=True needs a run_dir to resume from")
@@ -761,15 +839,23 @@ class Trainer:
         run = self._run = RunDir(self.run_dir)
         config = json.loads(json.dumps(self._config()))
         if not run.exists():
+            if resume:
+                raise RunError(
+                    f"nothing to resume at {run.path}: it holds no run (no config.json). "
+                    "Check the path, or drop resume=True (--resume) to start a new run there."
+                )
             run.create(config)
             return None
         if not resume:
             if not force:
                 raise RunError(
                     f"{run.path} already holds a run; pass resume=True to continue it "
-                    "(--resume) or force=True to start over and overwrite it (--force)"
+                    "(--resume) or force=True to start over (--force; the old run's files "
+                    "are moved to previous/, not deleted)"
                 )
-            run.create(config)
+            aside = run.create(config)
+            if aside is not None:
+                print(f"textgraph: the earlier run's files are in {aside}", file=sys.stderr)
             return None
         saved = run.read_config()
         if saved.get("version", 1) != RUN_VERSION and not force:
@@ -789,19 +875,72 @@ class Trainer:
                 "differ); refusing to resume it. Use another run_dir, or force=True (--force)."
             )
         checkpoint, skipped = run.latest_checkpoint()
-        for note in skipped:
-            print(f"textgraph: warning: {note}", file=sys.stderr)
-        if checkpoint is None:
-            run.create(config)
+        corrupt = [path for path, _ in skipped]
+        if checkpoint is None and corrupt:
+            problems = "; ".join(why for _, why in skipped)
+            raise RunError(
+                f"cannot resume {run.path}: every checkpoint is corrupt ({problems}). "
+                "Nothing was changed. Start a fresh run with force=True (--force): the old "
+                "files are moved to previous/, not deleted."
+            )
+        summary = run.read_summary()
+        finished = (
+            checkpoint is not None
+            and summary is not None
+            and not summary.resumable
+            and not corrupt
+            and summary.steps == checkpoint.trainer.step
+        )
+        if finished and not force:
+            assert checkpoint is not None and summary is not None
+            return self._finished_result(run, checkpoint, summary)
+        if corrupt:
+            aside = run.set_aside(corrupt, "corrupt")
+            print(
+                f"textgraph: warning: {'; '.join(why for _, why in skipped)}; moved to "
+                f"{aside}; resuming from "
+                f"step {checkpoint.trainer.step if checkpoint else 0}",
+                file=sys.stderr,
+            )
+        if checkpoint is None:  # stopped before the first checkpoint: start over
+            aside = run.create(config)
+            if aside is not None:
+                print(f"textgraph: the unfinished start is in {aside}", file=sys.stderr)
             return None
         done = checkpoint.trainer.step
+        # Work past the checkpoint was in flight (a step, or the final test): drop its lines.
         rewrite_jsonl(run.steps, [r for r in run.read_steps() if r.step <= done])
-        rewrite_jsonl(run.trace, [r for r in run.read_trace() if r.step <= done])
-        rewrite_jsonl(run.evaluations, [r for r in run.read_evaluations() if r.step <= done])
-        for path in run.checkpoints.glob("step-*.json"):
-            if int(path.stem.split("-")[1]) > done:
-                path.unlink()
+        rewrite_jsonl(
+            run.trace, [r for r in run.read_trace() if r.step <= done and r.phase != "test"]
+        )
+        rewrite_jsonl(
+            run.evaluations,
+            [r for r in run.read_evaluations() if r.step <= done and r.phase != "test"],
+        )
+        later = [p for p in run.checkpoints.glob("step-*.json") if int(p.stem.split("-")[1]) > done]
+        if later:
+            run.set_aside(later, "past-checkpoint")
         return checkpoint
+
+    def _finished_result(self, run: RunDir, checkpoint: Checkpoint, summary: Summary) -> FitResult:
+        """A finished run resumed: its saved result, nothing re-run or re-billed."""
+        final = dict(summary.final_parameters)
+        apply_candidate(self.module, final)
+        pool = list(checkpoint.trainer.pool)
+        selected = next((e for e in pool if e.candidate_id == summary.selected), None)
+        return FitResult(
+            best_state=self._state(final),
+            history=run.read_steps(),
+            test_score=summary.test_score,
+            best_val_score=summary.best_val_score,
+            initial_val_score=summary.initial_val_score,
+            stopped=summary.stopped,
+            summary=summary,
+            initial_test_score=summary.initial_test_score,
+            pareto=list(summary.pareto),
+            pool=pool,
+            selected=selected,
+        )
 
     def _checkpoint(
         self,
@@ -814,11 +953,12 @@ class Trainer:
         if self._run is None:
             return
         usage = observer.usage.total
-        state = state.model_copy(
+        calls, tokens, cost = getattr(self, "_usage_before", (0, 0, 0.0))
+        state = state.model_copy(  # cumulative over every session of a resumed run
             update={
-                "calls": usage.calls,
-                "tokens": usage.total_tokens,
-                "cost_usd": round(usage.cost_usd, 6),
+                "calls": calls + usage.calls,
+                "tokens": tokens + usage.total_tokens,
+                "cost_usd": round(cost + usage.cost_usd, 6),
                 "seconds": round(elapsed_before + time.perf_counter() - started, 3),
             }
         )
@@ -883,6 +1023,41 @@ class Trainer:
             selected=selected.candidate_id if selected else None,
             pareto=front,
         )
+
+
+def _decide_on_common(
+    gate: Gate,
+    candidate: list[float | None],
+    incumbent: list[float | None],
+    alpha: float,
+    seed: int,
+) -> GateDecision:
+    """Some validation examples could not be scored: compare the candidate with the
+    incumbent only on the examples both scored; with none in common, keep the incumbent."""
+    both = [
+        i
+        for i, (c, n) in enumerate(zip(candidate, incumbent, strict=True))
+        if c is not None and n is not None
+    ]
+    failed = sum(c is None for c in candidate)
+    if not both:
+        return GateDecision(
+            False,
+            f"inconclusive: no validation example was scored for both the candidate "
+            f"({failed} failed) and the incumbent; the incumbent is kept",
+            None,
+        )
+    cand = [candidate[i] for i in both]
+    inc = [incumbent[i] for i in both]
+    old = sum(x for x in inc if x is not None) / len(inc)
+    verdict = decide(gate, cand, inc, best_score=old, alpha=alpha, seed=seed)
+    scored = [c for c in candidate if c is not None]
+    score = sum(scored) / len(scored) if scored else None
+    note = (
+        f" (compared on the {len(both)} of {len(candidate)} validation examples both "
+        f"scored; {failed} failed for the candidate)"
+    )
+    return GateDecision(verdict.accepted, verdict.reason + note, score, verdict.test)
 
 
 async def _none() -> None:
