@@ -152,8 +152,27 @@ class Trainer:
         check_gate(gate, alpha)
         self.val = _split(val, "val", required=gate != "always")
         self.test = _split(test, "test", required=False)
-        if batch_size < 1 or max_steps < 0:
-            raise ArgumentError("batch_size must be >= 1 and max_steps >= 0")
+        _check_int("batch_size", batch_size, 1)
+        _check_int("max_steps", max_steps, 0)
+        _check_int("seed", seed, None)
+        _check_int("max_errors", max_errors, 0)
+        _check_int("keep_passing", keep_passing, 0)
+        _check_int("max_gradient_chars", max_gradient_chars, 1)
+        if patience is not None:
+            _check_int("patience", patience, 1, "or None (no patience limit)")
+        if max_concurrency is not None:
+            _check_int("max_concurrency", max_concurrency, 1, "or None (the engines' limits)")
+        if val_subset is not None:
+            _check_int("val_subset", val_subset, 1, "or None")
+        if run_dir is not None and (
+            not isinstance(run_dir, (str, os.PathLike)) or not str(os.fspath(run_dir)).strip()
+        ):
+            raise ArgumentError(
+                f"run_dir must be a directory path (or None for no run directory), got "
+                f"{run_dir!r}; an empty path would write into the current directory"
+            )
+        if budget is not None and not isinstance(budget, Budget):
+            raise ArgumentError(f"budget must be a tg.Budget, got {type(budget).__name__}")
         if val_subset is not None and not (0 < val_subset < len(self.val)):
             raise ArgumentError(f"val_subset must be between 1 and {len(self.val) - 1}")
         self.objectives = resolve_objectives(objectives)
@@ -1018,11 +1037,22 @@ class Trainer:
             cost_usd=round(usage.total.cost_usd, 6),
             seconds=round(seconds, 3),
             by_purpose=usage.as_dict()["by_purpose"],  # type: ignore[arg-type]
+            failed_examples=self._errors,
             final_parameters=module_values(self.module),
             optimizer=optimizer_name(self.optimizer),
             selected=selected.candidate_id if selected else None,
             pareto=front,
         )
+
+
+def _check_int(name: str, value: object, minimum: int | None, alternative: str = "") -> None:
+    """Whole numbers only: "3", 1.5 and True are rejected, not coerced."""
+    if isinstance(value, bool) or not isinstance(value, int) or (
+        minimum is not None and value < minimum
+    ):
+        need = f"an int >= {minimum}" if minimum is not None else "an int"
+        extra = f" {alternative}" if alternative else ""
+        raise ArgumentError(f"{name} must be {need}{extra}, got {value!r}")
 
 
 def _decide_on_common(
