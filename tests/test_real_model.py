@@ -163,7 +163,8 @@ def test_every_example_completes_end_to_end_on_the_embedded_model(tmp_path, caps
     from textgraph.examples import multihop_rag, solution_optimization
 
     small = ["--train", "2", "--val", "2", "--test", "2", "--steps", "1", "--no-cache"]
-    assert main(["demo", *small, "--batch-size", "2", "--run-dir", str(tmp_path / "oc")]) == 0
+    counting = ["demo", "--task", "object-counting", *small, "--batch-size", "2"]
+    assert main([*counting, "--run-dir", str(tmp_path / "oc")]) == 0
     summary = json.loads((tmp_path / "oc" / "summary.json").read_text())
     assert summary["steps"] == 1 and summary["calls"] > 0 and summary["test_score"] is not None
 

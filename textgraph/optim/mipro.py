@@ -3,8 +3,9 @@
 1. Bootstrap demo sets for every tg.Demos parameter (the demo optimizers'
    machinery: traces of passing runs, labeled fill, seeded subsets).
 2. Propose instructions for every text parameter, grounded in a summary of
-   the dataset, the program's structure read from a traced run's graph, and
-   the step's own inputs and outputs in passing runs (prompts/mipro_*.txt).
+   the dataset (written while step 1 runs), the program's structure read
+   from a traced run's graph, and the step's own inputs and outputs in
+   passing runs (prompts/mipro_*.txt); the proposals run concurrently.
 3. Search combinations (one instruction and one demo set per parameter)
    with `TPESampler(multivariate=True)`: trials run concurrently, each
    scored on a seeded validation minibatch; every `full_eval_every` trials
@@ -20,6 +21,7 @@ state and in each step's notes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -183,23 +185,38 @@ class MIPRO(Optimizer):
         ctx.note(self.projection)
         if self.verbose:
             print(self.projection, file=sys.stderr)
-        sets, found = await demo_sets(
-            ctx,
-            demos,
-            count=self.num_demo_sets,
-            max_bootstrapped=self.max_bootstrapped,
-            max_labeled=self.max_labeled,
-            threshold=self.metric_threshold,
-            teacher=self.teacher,
-            max_rounds=self.max_rounds,
-            label_field=self.label_field,
-            min_tried=min(len(ctx.train), self.examples_shown),
-        )
+        # The dataset summary needs no trace: it runs while the bootstrap does.
+        engine = summary = None
+        if texts and self.num_instructions > 1:
+            engine = resolve_engine(
+                self.engine, ctx.critic_engine, ctx.engine, what="MIPRO instruction proposals"
+            )
+            summary = asyncio.ensure_future(self._describe_dataset(ctx, engine))
+        try:
+            sets, found = await demo_sets(
+                ctx,
+                demos,
+                count=self.num_demo_sets,
+                max_bootstrapped=self.max_bootstrapped,
+                max_labeled=self.max_labeled,
+                threshold=self.metric_threshold,
+                teacher=self.teacher,
+                max_rounds=self.max_rounds,
+                label_field=self.label_field,
+                min_tried=min(len(ctx.train), self.examples_shown),
+            )
+        except BaseException:
+            if summary is not None:
+                summary.cancel()
+                with contextlib.suppress(BaseException):
+                    await summary
+            raise
         ctx.note(
             f"bootstrap: {len(found.used)} of {found.tried} traced runs passed; demo sets: "
             + (", ".join(f"{n}: {len(v)}" for n, v in sets.items()) or "none")
         )
-        instructions = await self._propose_instructions(ctx, texts, found)
+        dataset = await summary if summary is not None else ""
+        instructions = await self._propose_instructions(ctx, texts, found, engine, dataset)
         space: dict[str, list[str]] = {}
         for name, options in instructions.items():
             space[f"instruction:{name}"] = options
@@ -224,16 +241,19 @@ class MIPRO(Optimizer):
         )
 
     async def _propose_instructions(
-        self, ctx: StepContext, texts: dict[str, Any], found: BootstrapResult
+        self,
+        ctx: StepContext,
+        texts: dict[str, Any],
+        found: BootstrapResult,
+        engine: Engine | None,
+        dataset: str,
     ) -> dict[str, list[str]]:
+        """Instruction options per text parameter; `engine` writes them, `dataset` is the
+        dataset summary (both from _prepare; unused when no proposal is needed)."""
         if not texts:
             return {}
-        if self.num_instructions == 1:
+        if self.num_instructions == 1 or engine is None:
             return {n: [p.value] for n, p in texts.items()}
-        engine = resolve_engine(
-            self.engine, ctx.critic_engine, ctx.engine, what="MIPRO instruction proposals"
-        )
-        dataset = await self._describe_dataset(ctx, engine)
         output = next((v for v in found.outputs if v is not None), None)
         program = describe_program(ctx.module, output)
         ops = [op for op in ops_of(ctx.module) if op.calls_llm]
