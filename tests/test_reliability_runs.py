@@ -204,7 +204,7 @@ def test_checkpointed_usage_is_cumulative_across_sessions(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         trainer(Scripted("GOOD", "x", crash_at=2), tmp_path / "run").fit()
     first = RunDir(tmp_path / "run").latest_checkpoint()[0].trainer
-    resumed = trainer(Scripted("GOOD", "x"), tmp_path / "run").fit(resume=True)
+    trainer(Scripted("GOOD", "x"), tmp_path / "run").fit(resume=True)
     last = RunDir(tmp_path / "run").latest_checkpoint()[0].trainer
     untested = [r for r in RunDir(tmp_path / "run").read_trace() if r.phase != "test"]
     assert first.calls > 0 and last.calls == len(untested) > first.calls

@@ -86,8 +86,14 @@ class Module:
         return atomic_write_json(path, self.state_dict())
 
     def load(self, path: str | os.PathLike[str]) -> Module:
-        """Load a file written by `save` into this module (all-or-nothing); returns self."""
-        self.load_state_dict(read_state(path))
+        """Load a file written by `save` into this module (all-or-nothing); returns self.
+
+        Every problem is a StateDictError naming the file."""
+        state = read_state(path)
+        try:
+            self.load_state_dict(state)
+        except StateDictError as exc:
+            raise StateDictError(f"{Path(path)}: {exc}") from None
         return self
 
 
@@ -102,9 +108,21 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a saved state file, with errors that name the file."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        raw = file.read_bytes()
     except FileNotFoundError:
         raise StateDictError(f"no state file at {file}") from None
+    except IsADirectoryError:
+        raise StateDictError(
+            f"{file} is a directory; give the path of a file written by module.save()"
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StateDictError(
+            f"{file} is not a textgraph state file: it is not UTF-8 text (byte {exc.start} "
+            "cannot be decoded), so it is binary or damaged. Give the path of a JSON file "
+            "written by module.save()."
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from textgraph._io import atomic_write_json
+from textgraph._io import append_line, atomic_write_json
 from textgraph.errors import TextgraphError
 from textgraph.eval.pareto import ParetoEntry
 from textgraph.eval.result import ExampleOutcome
@@ -185,27 +185,138 @@ class Summary(BaseModel):
 
 
 def append_jsonl(path: Path, record: BaseModel) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(record.model_dump_json() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    """One line, fsynced; a failed append (a full disk) leaves no partial line and names
+    the file."""
+    append_line(path, record.model_dump_json())
+
+
+_DAMAGED_LINE = (
+    "The file was damaged or edited after textgraph wrote it: restore it from a copy, "
+    "or delete that line (keep a copy of the file first), or move the file aside."
+)
+
+
+def _problems(exc: ValidationError) -> str:
+    """What a pydantic error found, on one line: "field 'a.b': missing; ..."."""
+    out: list[str] = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "json_invalid":
+            text = f"not valid JSON ({str(error['msg']).removeprefix('Invalid JSON: ')})"
+        elif error["type"] == "missing":
+            text = f"field '{loc}': missing"
+        elif loc:
+            text = f"field '{loc}': {error['msg']} (got {error.get('input')!r:.60})"
+        else:
+            text = f"{error['msg']} (got {error.get('input')!r:.60})"
+        if text not in out:
+            out.append(text)
+    shown = "; ".join(out[:3])
+    return shown + (f"; and {len(out) - 3} more" if len(out) > 3 else "")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise RunError(
+            f"cannot read {path}: {exc.strerror or exc}. Check that the run directory is "
+            "complete and readable (a run's files are regular files)."
+        ) from None
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A whole run file as text, or a RunError naming it (and the line of a bad byte)."""
+    raw = _read_bytes(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise RunError(
+            f"{path} line {line} is not UTF-8 text (byte {exc.start}): it is damaged or not "
+            f"a textgraph file. {what}"
+        ) from None
+
+
+class _ConfigFields(BaseModel):
+    """The types of the config.json fields that readers use (other fields are kept as is)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    version: int = 1
+    module: str | None = None
+    parameters: list[str] = Field(default_factory=list)
+    initial_parameters: dict[str, str] = Field(default_factory=dict)
+    optimizer: dict[str, Any] | str | None = None
+    batch_size: int | None = None
+    gate: str | None = None
+    objectives: list[str] = Field(default_factory=list)
+    initial_val_score: float | None = None
+    initial_test_score: float | None = None
+
+
+def _graph_problem(data: Any) -> str | None:
+    """What is wrong with a graph record (graphs/step-NNNN.json), or None."""
+    if not isinstance(data, dict):
+        return "it is not a JSON object"
+    nodes, edges = data.get("nodes"), data.get("edges")
+    if not isinstance(nodes, list) or not nodes:
+        return "'nodes' is not a non-empty list"
+    if not isinstance(edges, list):
+        return "'edges' is not a list"
+    position: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict) or not isinstance(node.get("id"), str):
+            return f"nodes[{i}] has no str 'id'"
+        for key in ("role", "kind", "value"):
+            if node.get(key) is not None and not isinstance(node[key], str):
+                return f"nodes[{i}].{key} is not a str"
+        gradients = node.get("gradients", [])
+        if not isinstance(gradients, list) or not all(
+            isinstance(g, dict) and isinstance(g.get("text"), str) for g in gradients
+        ):
+            return f"nodes[{i}].gradients is not a list of critiques (objects with a str 'text')"
+        position[node["id"]] = i
+    for i, edge in enumerate(edges):
+        if not isinstance(edge, dict):
+            return f"edges[{i}] is not an object"
+        source, target = edge.get("source"), edge.get("target")
+        if source not in position or target not in position:
+            return f"edges[{i}] does not join two of the graph's nodes ({source!r} -> {target!r})"
+        if position[source] >= position[target]:
+            return f"edges[{i}] goes from a later node back to an earlier one"
+    return None
 
 
 def read_jsonl(path: Path, model: type[BaseModel]) -> list[Any]:
-    """Parse every complete line; a final line cut short by a crash is ignored."""
+    """Parse every complete line; a final line cut short by a crash (even in the middle of a
+    character) is ignored. Any other bad line is a RunError naming the file and the line."""
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = _read_bytes(path).split(b"\n")
     records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
             continue
+        last = number >= len(lines) - 1  # the last line: maybe an interrupted append
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if last:
+                break
+            raise RunError(
+                f"{path} line {number} is not UTF-8 text (byte {exc.start} of the line). "
+                + _DAMAGED_LINE
+            ) from None
         try:
             records.append(model.model_validate_json(line))
         except ValidationError as exc:
-            if number >= len(lines) - 1:  # the last line: an interrupted append
+            if last:
                 break
-            raise RunError(f"{path} line {number} is not a valid {model.__name__}: {exc}") from None
+            raise RunError(
+                f"{path} line {number} is not a valid {model.__name__}: {_problems(exc)}. "
+                + _DAMAGED_LINE
+            ) from None
     return records
 
 
@@ -318,10 +429,28 @@ class RunDir:
             lock.release()
 
     def read_config(self) -> dict[str, Any]:
+        """config.json as written, or a RunError naming the file and what is wrong."""
+        fix = (
+            "A run directory needs its config.json: restore it from a copy, or start a new "
+            "run (force=True / --force moves this run's files to previous/)."
+        )
+        text = _read_text(self.config, fix)
         try:
-            return json.loads(self.config.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunError(f"cannot read {self.config}: {exc}") from None
+            data = json.loads(text)
+        except ValueError as exc:
+            raise RunError(f"{self.config} is not valid JSON ({exc}). {fix}") from None
+        if not isinstance(data, dict):
+            raise RunError(
+                f"{self.config} does not hold a run configuration (a JSON object), but a "
+                f"{type(data).__name__}. {fix}"
+            )
+        try:
+            _ConfigFields.model_validate(data)
+        except ValidationError as exc:
+            raise RunError(
+                f"{self.config} is not a valid run configuration: {_problems(exc)}. {fix}"
+            ) from None
+        return data
 
     def checkpoint_path(self, step: int) -> Path:
         return self.checkpoints / f"step-{step:04d}.json"
@@ -337,10 +466,15 @@ class RunDir:
         skipped: list[tuple[Path, str]] = []
         for path in sorted(self.checkpoints.glob("step-*.json"), reverse=True):
             try:
-                return Checkpoint.model_validate_json(path.read_text(encoding="utf-8")), skipped
-            except (OSError, ValueError) as exc:
-                first = str(exc).splitlines()[0]
-                skipped.append((path, f"{path.name} is corrupt: {first}"))
+                text = path.read_bytes().decode("utf-8")
+                return Checkpoint.model_validate_json(text), skipped
+            except ValidationError as exc:
+                why = _problems(exc)
+            except UnicodeDecodeError as exc:
+                why = f"not UTF-8 text (byte {exc.start})"
+            except OSError as exc:
+                why = f"cannot be read ({exc.strerror or exc})"
+            skipped.append((path, f"{path.name} is corrupt: {why}"))
         return None, skipped
 
     def graph_path(self, step: int) -> Path:
@@ -351,10 +485,16 @@ class RunDir:
         path = self.graph_path(step)
         if not path.exists():
             return None
+        fix = "Restore it from a copy, or move it aside: the step is then shown without its graph."
+        text = _read_text(path, fix)
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
         except ValueError as exc:
-            raise RunError(f"{path} is not valid JSON ({exc})") from None
+            raise RunError(f"{path} is not valid JSON ({exc}). {fix}") from None
+        problem = _graph_problem(data)
+        if problem is not None:
+            raise RunError(f"{path} is not a valid graph record: {problem}. {fix}")
+        return data
 
     def read_steps(self) -> list[StepRecord]:
         return read_jsonl(self.steps, StepRecord)
@@ -371,6 +511,27 @@ class RunDir:
         return read_jsonl(self.trace, TraceRecord)
 
     def read_summary(self) -> Summary | None:
+        """summary.json (None before the run ends), or a RunError naming what is wrong."""
         if not self.summary.exists():
             return None
-        return Summary.model_validate_json(self.summary.read_text(encoding="utf-8"))
+        fix = "Restore it from a copy, or move it aside: the run is then shown as interrupted."
+        text = _read_text(self.summary, fix)
+        try:
+            summary = Summary.model_validate_json(text)
+        except ValidationError as exc:
+            raise RunError(
+                f"{self.summary} is not a valid Summary: {_problems(exc)}. {fix}"
+            ) from None
+        for purpose, counts in summary.by_purpose.items():
+            bad = [
+                k
+                for k, v in counts.items()
+                if k in ("calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost_usd")
+                and (isinstance(v, bool) or not isinstance(v, (int, float)))
+            ]
+            if bad:
+                raise RunError(
+                    f"{self.summary} is not a valid Summary: field 'by_purpose.{purpose}."
+                    f"{bad[0]}' is not a number. {fix}"
+                )
+        return summary

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from textgraph._entry import run_command
 from textgraph.demos import readable_value
@@ -81,7 +83,7 @@ def make_engines(
         if model == SIMULATED:
             if simulated is None:
                 raise ArgumentError("this example has no simulated model; pass a model string")
-            console.print(f"[yellow]{role}: simulated (a scripted stand-in for an LLM).[/yellow]")
+            console.print(Text(f"{role}: simulated (a scripted stand-in for an LLM).", "yellow"))
             return ManagedEngine(simulated(), record=record, replay=replay)
         chosen = model or default_model()
         note = ""
@@ -103,7 +105,7 @@ def make_engines(
                 "Or run without it: --model simulated (a scripted stand-in, seconds), or a "
                 "provider model such as --model openai/gpt-4o-mini (with OPENAI_API_KEY set)."
             ) from None
-        console.print(f"[yellow]{role}: {chosen}{note}.[/yellow]")
+        console.print(Text(f"{role}: {chosen}{note}.", "yellow"))
         return engine
 
     engine = build(args.model, "Model", "")
@@ -130,42 +132,54 @@ def percent(score: float | None) -> str:
 def print_trainer_summary(
     console: Console, summary: Summary, run_dir: Path | None, metric: str = "accuracy"
 ) -> None:
-    """Scores before and after, steps and why, calls, tokens, cost, final parameters."""
+    """Scores before and after, steps and why, calls, tokens, cost, final parameters.
+
+    Model and user text (the stop reason, purposes, parameter names and values, paths)
+    is printed as plain Text: Rich markup in it is shown, never interpreted."""
     table = Table(title="Before and after optimization", title_justify="left")
     table.add_column("")
     table.add_column("start", justify="right")
     table.add_column("end", justify="right")
     table.add_row(
-        f"test {metric} (held out)",
+        Text(f"test {metric} (held out)"),
         percent(summary.initial_test_score),
         percent(summary.test_score),
     )
     table.add_row(
-        f"validation {metric}", percent(summary.initial_val_score), percent(summary.best_val_score)
+        Text(f"validation {metric}"),
+        percent(summary.initial_val_score),
+        percent(summary.best_val_score),
     )
     console.print(table)
     console.print(
-        f"{summary.steps} step(s), {summary.accepted_steps} accepted; stopped: {summary.stopped}"
+        Text(
+            f"{summary.steps} step(s), {summary.accepted_steps} accepted; "
+            f"stopped: {summary.stopped}"
+        )
     )
-    calls = {purpose: counts["calls"] for purpose, counts in summary.by_purpose.items()}
+    calls = {purpose: counts.get("calls", 0) for purpose, counts in summary.by_purpose.items()}
     console.print(
-        usage_line(
-            calls,
-            summary.cached_calls,
-            summary.prompt_tokens,
-            summary.completion_tokens,
-            summary.cost_usd,
-            summary.seconds,
+        Text(
+            usage_line(
+                calls,
+                summary.cached_calls,
+                summary.prompt_tokens,
+                summary.completion_tokens,
+                summary.cost_usd,
+                summary.seconds,
+            )
         )
     )
     for name, value in summary.final_parameters.items():
-        console.print(f"\n[bold]final {name}:[/bold]")
-        console.print(readable_value(value), markup=False, highlight=False)
+        console.print(f"\n[bold]final {escape(name)}:[/bold]")
+        console.print(readable_value(value), markup=False, highlight=False, emoji=False)
     if run_dir is not None:
         console.print(
-            f"\nrun directory: {run_dir}\n  textgraph show {run_dir} --step 1   "
-            f"# one step's critiques and rewrites\n  textgraph report {run_dir}           "
-            "# an HTML report with the graph of every step"
+            Text(
+                f"\nrun directory: {run_dir}\n  textgraph show {run_dir} --step 1   "
+                f"# one step's critiques and rewrites\n  textgraph report {run_dir}           "
+                "# an HTML report with the graph of every step"
+            )
         )
 
 
@@ -173,13 +187,15 @@ def print_usage(console: Console, usage: UsageStats, seconds: float) -> None:
     """One line: calls by purpose, tokens, cost, time."""
     total = usage.total
     console.print(
-        usage_line(
-            {purpose: counts.calls for purpose, counts in usage.by_purpose.items()},
-            total.cached_calls,
-            total.prompt_tokens,
-            total.completion_tokens,
-            total.cost_usd,
-            seconds,
+        Text(
+            usage_line(
+                {purpose: counts.calls for purpose, counts in usage.by_purpose.items()},
+                total.cached_calls,
+                total.prompt_tokens,
+                total.completion_tokens,
+                total.cost_usd,
+                seconds,
+            )
         )
     )
 

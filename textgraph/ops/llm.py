@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,62 @@ def _demos(demos: object) -> Demos | None:
     )
 
 
+def sampling_parameters(
+    owner: str,
+    *,
+    temperature: object = None,
+    max_tokens: object = None,
+    seed: object = None,
+    stop: object = None,
+) -> dict[str, Any]:
+    """Checked sampling parameters of a call, so a mistake fails where it was made.
+
+    temperature: a finite number >= 0; max_tokens: an int >= 1; seed: an int;
+    stop: a str (one stop sequence, not one per character) or a list of
+    non-empty str (an empty list means none). None leaves each to the engine.
+    """
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature < 0
+    ):
+        raise ArgumentError(
+            f"{owner} temperature must be a number >= 0 (0 for the most repeatable output, "
+            f"about 1 for varied output) or None for the engine's default, got {temperature!r}"
+        )
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise ArgumentError(
+            f"{owner} max_tokens must be an int >= 1 (the longest reply, in tokens) or None "
+            f"for the engine's default, got {max_tokens!r}"
+        )
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ArgumentError(f"{owner} seed must be an int or None, got {seed!r}")
+    stops: list[str] | None
+    if stop is None:
+        stops = None
+    elif isinstance(stop, str):
+        if not stop:
+            raise ArgumentError(f"{owner} stop must not be an empty str; use None for no stop")
+        stops = [stop]  # one stop sequence: "\n\n" stops at a blank line, not at any "\n"
+    elif isinstance(stop, (list, tuple)):
+        for i, item in enumerate(stop):
+            if not isinstance(item, str) or not item:
+                raise ArgumentError(
+                    f"{owner} stop[{i}] must be a non-empty str, got {item!r}; stop is a str "
+                    "or a list of str such as ['\\n\\n', 'END']"
+                )
+        stops = list(stop) or None
+    else:
+        raise ArgumentError(
+            f"{owner} stop must be a str or a list of str (stop sequences, e.g. ['\\n\\n']) "
+            f"or None, got {stop!r}"
+        )
+    return {"temperature": temperature, "max_tokens": max_tokens, "seed": seed, "stop": stops}
+
+
 class _LLMOperation(Operation):
     """Shared plumbing: engine resolution, sampling parameters, the forward call."""
 
@@ -50,20 +107,21 @@ class _LLMOperation(Operation):
         temperature: float | None,
         max_tokens: int | None,
         seed: int | None,
-        stop: list[str] | None,
+        stop: str | Sequence[str] | None,
         demos: Demos | None = None,
     ) -> None:
         check_engine(engine, f"{type(self).__name__}(engine)")
+        self.sampling: dict[str, Any] = sampling_parameters(
+            f"{type(self).__name__}(...)",
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+            stop=stop,
+        )
         self.engine = engine
         self.system_prompt = _system_variable(system_prompt)
         self.demos = _demos(demos)
         self.role_description = role_description
-        self.sampling: dict[str, Any] = {
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "seed": seed,
-            "stop": stop,
-        }
 
     async def _generate(
         self, inputs: tuple[Variable, ...], user_text: str, received: str | dict[str, str]
@@ -132,7 +190,12 @@ class _LLMOperation(Operation):
 
 
 class LLMCall(_LLMOperation):
-    """`LLMCall(engine, system_prompt=...)(question) -> answer Variable`."""
+    """`LLMCall(engine, system_prompt=...)(question) -> answer Variable`.
+
+    Sampling parameters are checked here, not at call time: temperature a
+    number >= 0, max_tokens an int >= 1, seed an int, stop a str (one stop
+    sequence) or a list of str; None leaves each to the engine.
+    """
 
     name = "llm_call"
 
@@ -145,7 +208,7 @@ class LLMCall(_LLMOperation):
         temperature: float | None = None,
         max_tokens: int | None = None,
         seed: int | None = None,
-        stop: list[str] | None = None,
+        stop: str | Sequence[str] | None = None,
         demos: Demos | None = None,
     ) -> None:
         super().__init__(
@@ -189,6 +252,7 @@ class FormattedLLMCall(_LLMOperation):
     of name -> Variable giving default bindings. Call with keyword
     Variables (`op(question=q, context=c)`) or a mapping. Values are
     inserted verbatim: braces or tag-like text in them never break it.
+    Sampling parameters are checked as in `LLMCall`.
     """
 
     name = "formatted_llm_call"
@@ -204,7 +268,7 @@ class FormattedLLMCall(_LLMOperation):
         temperature: float | None = None,
         max_tokens: int | None = None,
         seed: int | None = None,
-        stop: list[str] | None = None,
+        stop: str | Sequence[str] | None = None,
         demos: Demos | None = None,
     ) -> None:
         super().__init__(

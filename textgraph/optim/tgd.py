@@ -26,6 +26,7 @@ from textgraph._sync import run_sync
 from textgraph.engines.base import ChatRequest, Engine
 from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.errors import ArgumentError, StateDictError
+from textgraph.ops.llm import sampling_parameters
 from textgraph.optim.base import Optimizer
 from textgraph.prompts import fence, load, render_file
 from textgraph.structured import call_delimited
@@ -100,7 +101,8 @@ class TGD(Optimizer):
                 f"momentum is how many past values to show: an int >= 0, got {momentum!r}"
             )
         self.momentum = momentum
-        self.sampling = {"temperature": temperature, "max_tokens": max_tokens}
+        checked = sampling_parameters("TGD", temperature=temperature, max_tokens=max_tokens)
+        self.sampling = {"temperature": checked["temperature"], "max_tokens": checked["max_tokens"]}
         self.steps_taken = 0
         self._memory: dict[Variable, _Memory] = {p: _Memory() for p in self.parameters}
 
@@ -116,7 +118,7 @@ class TGD(Optimizer):
 
     async def propose(self, ctx: StepContext) -> list[Candidate]:
         """Gradients on the step's batch, then one candidate with every rewrite."""
-        names = {id(p): ctx.name_of(p) for p in self.parameters}
+        names = self._names_in(ctx)
         await ctx.gradients()
         updates = await self._updates(warn_without_gradients=False)
         changes = {}
@@ -129,6 +131,21 @@ class TGD(Optimizer):
         if not changes:
             return []
         return [ctx.current.with_values(changes, origin=f"tgd step {self.steps_taken}")]
+
+    def _names_in(self, ctx: StepContext) -> dict[int, str]:
+        """id(parameter) -> its name in the trained module; an ArgumentError naming every
+        parameter of this TGD that the module does not have (it would never change)."""
+        owned = {id(p): name for name, p in ctx.module.named_parameters()}
+        strays = [(i, p) for i, p in enumerate(self.parameters) if id(p) not in owned]
+        if strays:
+            listed = "; ".join(f"parameter {i}: {p.id} ({p.role_description!r})" for i, p in strays)
+            raise ArgumentError(
+                f"TGD optimizes variables that are not a parameter of the module being trained "
+                f"({listed}), so no step could ever change them. Give TGD the module's own "
+                f"variables, e.g. tg.TGD(module.parameters(), ...); its parameters are: "
+                f"{', '.join(owned.values()) or 'none'}"
+            )
+        return {id(p): owned[id(p)] for p in self.parameters}
 
     async def _updates(self, warn_without_gradients: bool = True) -> list[Update]:
         """New values for every parameter with gradients; the values are not set here."""

@@ -1,4 +1,9 @@
-"""Terminal views of a run directory (`textgraph show`)."""
+"""Terminal views of a run directory (`textgraph show`).
+
+Every user or model string (prompts, critiques, reasons, names, paths) goes
+to Rich as a `Text`, never as a markup string: "[/]" or "[bold]" in a
+critique is printed as written, not interpreted (or crashed on).
+"""
 
 from __future__ import annotations
 
@@ -59,7 +64,7 @@ def steps_table(steps: Sequence[StepRecord]) -> Table:
             str(r.calls),
             str(r.tokens),
             f"{r.cost_usd:.4f}",
-            r.reason,
+            Text(r.reason),
         )
     return table
 
@@ -70,7 +75,7 @@ def step_detail(r: StepRecord) -> Group:
         Text(f"batch (training example indices): {r.batch}"),
     ]
     if r.errors:
-        parts.append(Panel("\n".join(r.errors), title="errors", border_style="red"))
+        parts.append(Panel(Text("\n".join(r.errors)), title="errors", border_style="red"))
     for name, grads in r.gradients.items():
         lines = Text()
         for i, g in enumerate(grads, 1):
@@ -81,12 +86,15 @@ def step_detail(r: StepRecord) -> Group:
             lines.append(g.text.strip() + "\n\n")
         if not grads:
             lines.append("no critique (every chosen example passed)")
-        parts.append(Panel(lines, title=f"gradients of {name}"))
+        parts.append(Panel(lines, title=Text(f"gradients of {name}")))
         if name in r.reduced:
-            parts.append(Panel(r.reduced[name], title=f"reduced gradient of {name}"))
+            parts.append(Panel(Text(r.reduced[name]), title=Text(f"reduced gradient of {name}")))
     if r.notes:
         parts.append(
-            Panel("\n".join(r.notes), title=f"notes from {r.optimizer or 'the optimizer'}")
+            Panel(
+                Text("\n".join(r.notes)),
+                title=Text(f"notes from {r.optimizer or 'the optimizer'}"),
+            )
         )
     for c in r.candidates:
         body = Text()
@@ -110,7 +118,7 @@ def step_detail(r: StepRecord) -> Group:
             body.append(f"\n{c.warning}", style="red")
         label = f"candidate {c.id}" if c.id else "candidate"
         origin = f" from {c.origin}" if c.origin else ""
-        parts.append(Panel(body, title=f"{label}{origin}: {c.status}"))
+        parts.append(Panel(body, title=Text(f"{label}{origin}: {c.status}")))
     return Group(*parts)
 
 
@@ -193,15 +201,20 @@ def show_run(path: str, step: int | None = None, console: Console | None = None)
     summary = run.read_summary()
     config = run.read_config()
     console.print(
-        f"[bold]{path}[/bold]: {config.get('module')} · batch {config.get('batch_size')} · "
-        f"gate {config.get('gate')} · initial val {_score(config.get('initial_val_score'))}"
+        Text.assemble(
+            (str(path), "bold"),
+            f": {config.get('module')} · batch {config.get('batch_size')} · "
+            f"gate {config.get('gate')} · initial val {_score(config.get('initial_val_score'))}",
+        )
     )
     if summary is not None:
         console.print(
-            f"stopped: {summary.stopped} · best val {_score(summary.best_val_score)} · test "
-            f"{_test_scores(summary)} · {summary.calls} calls · "
-            f"{summary.prompt_tokens + summary.completion_tokens} tokens · "
-            f"${summary.cost_usd:.4f} · {summary.seconds:.1f} s"
+            Text(
+                f"stopped: {summary.stopped} · best val {_score(summary.best_val_score)} · "
+                f"test {_test_scores(summary)} · {summary.calls} calls · "
+                f"{summary.prompt_tokens + summary.completion_tokens} tokens · "
+                f"${summary.cost_usd:.4f} · {summary.seconds:.1f} s"
+            )
         )
     else:
         console.print(
@@ -219,7 +232,7 @@ def show_run(path: str, step: int | None = None, console: Console | None = None)
             console.print(
                 Panel(
                     graph_tree(record),
-                    title=f"step {step}: critiques from the loss back to each parameter",
+                    title=Text(f"step {step}: critiques from the loss back to each parameter"),
                 )
             )
         console.print(step_detail(match[0]))
@@ -227,5 +240,7 @@ def show_run(path: str, step: int | None = None, console: Console | None = None)
     console.print(steps_table(steps))
     for r in steps:
         for name, old, new in accepted_changes(r):
-            console.print(Panel(word_diff(old, new), title=f"step {r.step}: {name} rewritten"))
+            console.print(
+                Panel(word_diff(old, new), title=Text(f"step {r.step}: {name} rewritten"))
+            )
     console.print("details of one step: textgraph show RUN_DIR --step N")
