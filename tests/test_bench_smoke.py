@@ -51,8 +51,17 @@ def test_evaluate_workload_makes_one_request_per_example():
     assert row["n_scored"] == examples and row["n_failed"] == 0 and row["mean"] == 1.0
     assert row["usage"]["calls"] == examples
     assert row["bound_s"] == 0.07  # ceil(50 / 8) rounds of 10 ms
-    for key in ("wall_s", "walls_s", "examples_per_s", "wall_over_bound", "latency_p50_s",
-                "latency_p95_s", "prompt_tokens", "completion_tokens", "max_in_flight"):
+    for key in (
+        "wall_s",
+        "walls_s",
+        "examples_per_s",
+        "wall_over_bound",
+        "latency_p50_s",
+        "latency_p95_s",
+        "prompt_tokens",
+        "completion_tokens",
+        "max_in_flight",
+    ):
         assert key in row, key
     assert len(row["walls_s"]) == 1
 
@@ -60,8 +69,13 @@ def test_evaluate_workload_makes_one_request_per_example():
 def test_evaluate_overhead_workload_reports_time_per_example():
     result = textgraph_evaluate_overhead(examples=200, concurrency=16, repeats=1)
     assert result["examples"] == 200
-    for key in ("wall_s", "us_per_example", "program_only_us_per_example",
-                "evaluator_us_per_example", "peak_rss_mb"):
+    for key in (
+        "wall_s",
+        "us_per_example",
+        "program_only_us_per_example",
+        "evaluator_us_per_example",
+        "peak_rss_mb",
+    ):
         assert key in result, key
 
 

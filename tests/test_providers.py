@@ -124,9 +124,10 @@ def test_truncated_and_empty_replies_are_typed_errors(server):
     server.inject(Fault("truncated"))
     with pytest.raises(tg.TruncatedOutput, match="raise max_tokens"):
         engine.generate_sync(ask())
-    server.inject(Fault("empty"))
+    server.inject(*[Fault("empty")] * 5)  # retried like any malformed body, then raised
     with pytest.raises(tg.MalformedResponse, match="no choices"):
         engine.generate_sync(ask())
+    assert server.request_count == 6
 
 
 async def test_concurrency_limit_is_what_the_server_sees():

@@ -193,17 +193,34 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from textgraph.engines.cache import ResponseCache, default_cache_path
+    from textgraph.engines.cache import ResponseCache, default_cache_path, move_aside
+    from textgraph.errors import CacheError
 
     path = args.path or default_cache_path()
     if not path.exists():
         print(f"no cache at {path} (nothing cached yet)")
         return 0
-    cache = ResponseCache(path)
     if args.action == "clear":
-        print(f"removed {cache.clear()} cached responses from {path}")
+        # Clearing always works: a file SQLite cannot use is moved aside (never deleted) and
+        # an empty cache takes its place.
+        try:
+            cache = ResponseCache(path)
+            removed = cache.clear()
+            cache.close()
+        except CacheError as exc:
+            if path.is_dir():
+                raise
+            aside = move_aside(path)
+            ResponseCache(path).close()
+            reason = str(exc).split(" cannot be used: ", 1)[-1].split(". Run `", 1)[0]
+            print(
+                f"{path} could not be read ({reason}); moved it aside to {aside} and started "
+                "an empty cache"
+            )
+            return 0
+        print(f"removed {removed} cached responses from {path}")
     else:
-        stats = cache.stats()
+        stats = ResponseCache(path).stats()
         print(f"path      {stats['path']}")
         print(f"entries   {stats['entries']}")
         print(f"size      {stats['bytes'] / 1e6:.2f} MB of {stats['max_bytes'] / 1e6:.0f} MB")

@@ -95,3 +95,9 @@ class ReplayMiss(EngineError):
 
 class EvaluationError(TextgraphError):
     """An evaluation cannot go on: more examples failed than max_errors allows."""
+
+
+class CacheError(ConfigurationError):
+    """The on-disk response cache cannot be used: the file is corrupt, has another schema, or
+    is not a textgraph cache. The message names the file; `textgraph cache clear --path FILE`
+    moves a broken file aside and starts an empty cache (or pass cache=False)."""

@@ -20,10 +20,12 @@ from textgraph.engines.managed import ManagedEngine
 from textgraph.engines.registry import get_engine
 from textgraph.engines.scripted import ScriptedCall, ScriptedEngine
 from textgraph.engines.usage import Budget, UsageStats, register_price, track_usage
+from textgraph.errors import CacheError
 
 __all__ = [
     "PURPOSES",
     "Budget",
+    "CacheError",
     "ChatRequest",
     "ChatResponse",
     "Engine",

@@ -10,13 +10,15 @@ needs a format back, `response_format` states it in machine-readable form.
 from __future__ import annotations
 
 import abc
-import asyncio
-import weakref
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from textgraph.engines.checks import check_int
+from textgraph.engines.limits import ConcurrencyLimit
 from textgraph.engines.observe import observed
+from textgraph.errors import ArgumentError
 
 # What a call is for: an open label. The built-ins below are what textgraph's own ops,
 # losses, backward and optimizers send; a new optimizer labels its calls with its own
@@ -119,25 +121,33 @@ class Engine(abc.ABC):
     model_name: str = "engine"
 
     def __init__(self, *, max_concurrency: int | None = None) -> None:
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1 (or None for no limit)")
+        if max_concurrency is not None:
+            check_int(
+                "max_concurrency", max_concurrency, minimum=1, instead="pass None for no limit"
+            )
         self.max_concurrency = max_concurrency
-        # One semaphore per event loop: asyncio primitives are bound to a loop.
-        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
-        self._semaphores = weakref.WeakKeyDictionary()
+        # One limit for the engine, across every thread and event loop that uses it.
+        self._limit = ConcurrencyLimit(max_concurrency) if max_concurrency is not None else None
 
     async def generate(self, request: ChatRequest) -> ChatResponse:
+        check_request_text(request)
         return await observed(request, lambda: self._limited(request), self.model_name)
 
     async def _limited(self, request: ChatRequest) -> ChatResponse:
-        if self.max_concurrency is None:
+        limit = getattr(self, "_limit", None)  # None too for subclasses that skip __init__
+        if limit is None:
             return await self._generate(request)
-        loop = asyncio.get_running_loop()
-        semaphore = self._semaphores.get(loop)
-        if semaphore is None:
-            semaphore = self._semaphores[loop] = asyncio.Semaphore(self.max_concurrency)
-        async with semaphore:
+        await limit.acquire()
+        try:
             return await self._generate(request)
+        finally:
+            limit.release()
+
+    def wire_settings(self) -> dict[str, Any]:
+        """Engine settings that change what is sent for a request beyond the request itself
+        and the model (a default max_tokens, a repeat penalty): part of the cache key, so an
+        engine is never served a reply made under other settings. None means "not set"."""
+        return {}
 
     @abc.abstractmethod
     async def _generate(self, request: ChatRequest) -> ChatResponse: ...
@@ -157,10 +167,38 @@ async def call_engine(engine: Engine, request: ChatRequest) -> ChatResponse:
     duck-typed engines (any object with an async `generate`) as they see Engine subclasses."""
     if isinstance(engine, Engine):
         return await engine.generate(request)
+    check_request_text(request)
     model = getattr(engine, "model_name", None)
     return await observed(
         request, lambda: engine.generate(request), model if isinstance(model, str) else None
     )
+
+
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def check_request_text(request: ChatRequest) -> None:
+    """Refuse text that is not valid Unicode before anything is sent or cached.
+
+    A lone surrogate (U+D800..U+DFFF, usually from bytes decoded with
+    errors="surrogateescape" or a JSON "\\ud800" escape) cannot be encoded as UTF-8, so no
+    provider, cache or cassette can take it. ASCII text (the common case) is checked in C.
+    """
+    texts = [(f"message {i} ({m.role})", m.content) for i, m in enumerate(request.messages)]
+    texts += [(f"stop string {i}", s) for i, s in enumerate(request.stop or [])]
+    for where, text in texts:
+        if text.isascii():
+            continue
+        found = LONE_SURROGATE.search(text)
+        if found is not None:
+            at = found.start()
+            raise ArgumentError(
+                f"the {request.purpose} request's {where} contains a lone surrogate "
+                f"{found.group()!r} at character {at} (near {text[max(0, at - 20) : at]!r}), "
+                "which is not valid Unicode and cannot be sent; it usually comes from bytes "
+                "decoded with errors='surrogateescape'. Clean the text first, e.g. "
+                "text.encode('utf-8', 'replace').decode('utf-8')"
+            )
 
 
 def is_engine(obj: object) -> bool:

@@ -5,20 +5,28 @@ messages and every sampling/format parameter, plus an optional salt for
 deliberate resampling. Purpose, variable ids and metadata are not part of
 it (they do not change what a model returns). API keys are never stored.
 When the file grows past `max_bytes`, the least recently used rows go.
+
+A file SQLite cannot read (corrupt, another schema, another program's database) is a
+CacheError naming the file and the fix (`textgraph cache clear`, which moves it aside); a row
+that does not hold a valid response is a miss, logged and replaced by the next reply.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from textgraph.engines.base import ChatRequest, ChatResponse
+from textgraph.errors import CacheError
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
@@ -32,9 +40,17 @@ def default_cache_path() -> Path:
 
 
 def request_key(
-    request: ChatRequest, *, provider: str, base_url: str | None, model: str, salt: str | None
+    request: ChatRequest,
+    *,
+    provider: str,
+    base_url: str | None,
+    model: str,
+    salt: str | None,
+    settings: dict[str, Any] | None = None,
 ) -> str:
-    canonical = {
+    """`settings` are the engine's own settings that reach the wire (Engine.wire_settings);
+    unset ones (None) are left out, so an engine without any keys as it always did."""
+    canonical: dict[str, Any] = {
         "provider": provider,
         "base_url": base_url,
         "model": request.model or model,
@@ -48,11 +64,22 @@ def request_key(
         ),
         "salt": salt,
     }
+    engine = {k: v for k, v in (settings or {}).items() if v is not None}
+    if engine:
+        canonical["engine"] = engine
     blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+COLUMNS = ("key", "response", "size", "created", "accessed")
+
+log = logging.getLogger(__name__)
+
+
 class ResponseCache:
+    """The response cache file. Every SQLite failure is a CacheError naming the file and the
+    fix; a row that does not hold a valid response is a miss (logged) and is replaced."""
+
     def __init__(
         self, path: str | os.PathLike[str] | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES
     ) -> None:
@@ -61,44 +88,119 @@ class ResponseCache:
         self.hits = 0
         self.misses = 0
         self._local = threading.local()
+        if self.path.is_dir():
+            raise CacheError(
+                f"response cache {self.path} is a directory; pass cache= a file path such as "
+                f"{str(self.path / 'cache.sqlite')!r}, or cache=False"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        """Create the table, or check that the file holds this cache's table."""
+        with self._guard("opening it"):
+            db = self._connect()
+            tables = {
+                row[0]
+                for row in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%'"
+                )
+            }
+            if tables and "responses" not in tables:
+                raise self._error(
+                    f"it is a SQLite database of something else (tables {sorted(tables)})"
+                )
             db.execute(
                 "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT "
                 "NULL, size INTEGER NOT NULL, created REAL NOT NULL, accessed REAL NOT NULL)"
             )
+            columns = tuple(row[1] for row in db.execute("PRAGMA table_info(responses)"))
+            if sorted(columns) != sorted(COLUMNS):
+                raise self._error(
+                    f"its responses table has columns {list(columns)}, not {list(COLUMNS)} "
+                    "(another program's or version's schema)"
+                )
             db.execute("CREATE INDEX IF NOT EXISTS responses_accessed ON responses(accessed)")
 
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA busy_timeout=30000")
+            except BaseException:
+                db.close()
+                raise
             self._local.db = db
         return db
 
+    def _error(self, problem: str) -> CacheError:
+        return CacheError(
+            f"response cache {self.path} cannot be used: {problem}. Run `textgraph cache clear "
+            f"--path {self.path}` (it moves the broken file aside and starts an empty cache), "
+            "or pass cache=False or another cache= path"
+        )
+
+    @contextlib.contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        """SQLite errors as CacheError, naming the file, what was being done and the fix."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:  # OperationalError, "file is not a database", ...
+            if "disk is full" in str(exc) or "disk I/O" in str(exc):
+                raise CacheError(
+                    f"response cache {self.path}: SQLite failed while {doing} ({exc}); free "
+                    "disk space, or pass cache=False or a cache= path on another disk"
+                ) from None
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise CacheError(
+                    f"response cache {self.path} stayed locked by another process for 30 s "
+                    f"while {doing} ({exc}); retry, or pass another cache= path"
+                ) from None
+            raise self._error(f"SQLite failed while {doing}: {exc}") from None
+
     def get(self, key: str) -> ChatResponse | None:
-        db = self._connect()
-        row = db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            self.misses += 1
-            return None
-        db.execute("UPDATE responses SET accessed = ? WHERE key = ?", (time.time(), key))
+        with self._guard("reading a response"):
+            db = self._connect()
+            row = db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                self.misses += 1
+                return None
+            try:
+                response = ChatResponse.model_validate_json(row[0])
+            except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+                log.warning(
+                    "response cache %s: the row for key %s does not hold a valid response "
+                    "(%s); treating it as a miss, the next reply replaces it",
+                    self.path,
+                    key[:12],
+                    str(exc).splitlines()[0][:200],
+                )
+                db.execute("DELETE FROM responses WHERE key = ?", (key,))
+                self.misses += 1
+                return None
+            db.execute("UPDATE responses SET accessed = ? WHERE key = ?", (time.time(), key))
         self.hits += 1
-        return ChatResponse.model_validate_json(row[0])
+        return response
 
     def put(self, key: str, response: ChatResponse) -> None:
         data = response.model_dump_json()
         now = time.time()
-        db = self._connect()
-        db.execute(
-            "INSERT OR REPLACE INTO responses (key, response, size, created, accessed) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (key, data, len(data), now, now),
-        )
-        self._evict(db)
+        with self._guard("storing a response"):
+            db = self._connect()
+            db.execute(
+                "INSERT OR REPLACE INTO responses (key, response, size, created, accessed) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, data, len(data), now, now),
+            )
+            self._evict(db)
 
     def _evict(self, db: sqlite3.Connection) -> None:
         total = db.execute("SELECT COALESCE(SUM(size), 0) FROM responses").fetchone()[0]
@@ -120,10 +222,12 @@ class ResponseCache:
             raise
 
     def stats(self) -> dict[str, Any]:
-        db = self._connect()
-        entries, size = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM responses"
-        ).fetchone()
+        with self._guard("counting its entries"):
+            entries, size = (
+                self._connect()
+                .execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM responses")
+                .fetchone()
+            )
         return {
             "path": str(self.path),
             "entries": entries,
@@ -134,9 +238,10 @@ class ResponseCache:
         }
 
     def clear(self) -> int:
-        db = self._connect()
-        removed = db.execute("DELETE FROM responses").rowcount
-        db.execute("VACUUM")
+        with self._guard("clearing it"):
+            db = self._connect()
+            removed = db.execute("DELETE FROM responses").rowcount
+            db.execute("VACUUM")
         return removed
 
     def close(self) -> None:
@@ -144,3 +249,21 @@ class ResponseCache:
         if db is not None:
             db.close()
             self._local.db = None
+
+
+def move_aside(path: str | os.PathLike[str]) -> Path:
+    """Rename a broken cache file (and its -wal/-shm companions) to
+    `<name>.corrupt-<timestamp>` next to it; nothing is deleted. Returns the new path."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    path.rename(target)
+    for suffix in ("-wal", "-shm"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            companion.rename(target.with_name(target.name + suffix))
+    return target

@@ -5,10 +5,12 @@ to read a successful body (`parse_body`) and an error body
 (`error_message`). This class does the rest: one pooled `httpx.AsyncClient`
 per event loop, connect/read/total timeouts, the concurrency limit and
 optional rate limits, and retries with tenacity — 408/409/429/5xx,
-connection failures and timeouts are retried with exponential backoff and
-jitter, honouring `Retry-After` / `retry-after-ms`; 400/401/403/404/422 are
-raised at once with the provider's message and a hint. API keys are
-redacted from every message.
+connection failures, timeouts and malformed 200s (not JSON, empty, not the
+documented shape: `MalformedResponse`) are retried with exponential backoff
+and jitter, honouring `Retry-After` / `retry-after-ms`; 400/401/403/404/422
+are raised at once with the provider's message and a hint. API keys, and
+credentials in `base_url` (sent as basic auth, never shown), are redacted
+from every message.
 """
 
 from __future__ import annotations
@@ -25,15 +27,18 @@ from typing import Any
 import httpx
 import tenacity
 
-from textgraph.engines.base import ChatRequest, ChatResponse, Engine
+from textgraph.engines.base import LONE_SURROGATE, ChatRequest, ChatResponse, Engine
+from textgraph.engines.checks import check_int, check_number, check_optional_int, split_base_url
 from textgraph.engines.limits import RateLimiter
-from textgraph.engines.redact import redact
+from textgraph.engines.redact import MIN_SECRET_LENGTH, redact
 from textgraph.errors import (
+    ArgumentError,
     AuthenticationError,
     EngineTimeout,
     MalformedResponse,
     ProviderError,
     RateLimitError,
+    TextgraphError,
 )
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -49,6 +54,23 @@ class RetryPolicy:
     initial_backoff_s: float = 0.5
     max_backoff_s: float = 30.0
     jitter_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_int(
+            "max_attempts",
+            self.max_attempts,
+            minimum=1,
+            instead="pass max_attempts=1 to try once, without retries",
+        )
+        check_number(
+            "max_total_s",
+            self.max_total_s,
+            positive=True,
+            allow_inf=True,
+            instead="give the seconds retrying may take in all (math.inf for no cap)",
+        )
+        for name in ("initial_backoff_s", "max_backoff_s", "jitter_s"):
+            check_number(name, getattr(self, name), positive=False, instead="give seconds")
 
 
 @dataclass(frozen=True)
@@ -85,9 +107,39 @@ class HTTPEngine(Engine):
         default_max_tokens: int | None = None,
     ) -> None:
         super().__init__(max_concurrency=max_concurrency)
+        for name, value in (("timeout_s", timeout_s), ("connect_timeout_s", connect_timeout_s)):
+            check_number(name, value, positive=True, instead="give seconds")
+        if total_timeout_s is not None:
+            check_number(
+                "total_timeout_s",
+                total_timeout_s,
+                positive=True,
+                instead="give seconds, or pass None for no total cap",
+            )
+        check_optional_int(
+            "default_max_tokens",
+            default_max_tokens,
+            minimum=1,
+            none_means="the provider's default",
+        )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ArgumentError(
+                f"retry must be a RetryPolicy(max_attempts=..., ...), got {type(retry).__name__}"
+            )
         self.model_name = model
-        self.base_url = base_url.rstrip("/")
+        # Credentials in the URL (http://user:KEY@host) are sent as basic auth and kept out
+        # of base_url, so they never reach reprs, messages, logs, cache keys or run records.
+        url, userinfo = split_base_url(base_url)
+        self.base_url = url.rstrip("/")
+        self._url_auth = httpx.BasicAuth(*userinfo) if userinfo else None
         self._api_key = api_key
+        user, password = userinfo or ("", "")
+        # A short user name ("me") is not a secret worth erasing from every message.
+        self._secrets = tuple(
+            secret
+            for secret in (api_key, password, user if len(user) >= 8 else None)
+            if secret and len(secret) >= MIN_SECRET_LENGTH
+        )
         self.timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self.total_timeout_s = total_timeout_s
         self.retry = retry or RetryPolicy()
@@ -100,6 +152,9 @@ class HTTPEngine(Engine):
         ] = weakref.WeakKeyDictionary()
         self._next_client = 0
         self.attempts: int = 0  # every HTTP attempt, retries included (for tests and stats)
+
+    def wire_settings(self) -> dict[str, Any]:
+        return {"default_max_tokens": self.default_max_tokens}
 
     # --- what a provider defines -------------------------------------------
 
@@ -185,9 +240,12 @@ class HTTPEngine(Engine):
         await self.limiter.acquire(_estimate_tokens(request), sleep=self._sleep)
         self.attempts += 1
         started = time.perf_counter()
+        auth: dict[str, Any] = {"auth": self._url_auth} if self._url_auth is not None else {}
         try:
             async with asyncio.timeout(self.total_timeout_s):
-                raw = await self._client().post(call.url, headers=call.headers, json=call.body)
+                raw = await self._client().post(
+                    call.url, headers=call.headers, json=call.body, **auth
+                )
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise EngineTimeout(
                 f"{self.provider}: no answer from {self.base_url} in time "
@@ -213,8 +271,43 @@ class HTTPEngine(Engine):
                 status=raw.status_code,
                 retryable=True,
             ) from None
-        response = self.parse_body(body, request)
+        response = self._parse(body, request)
         return response.model_copy(update={"latency": latency})
+
+    def _parse(self, body: Any, request: ChatRequest) -> ChatResponse:
+        """The provider's parse, with every unexpected shape made a retryable
+        MalformedResponse: a 200 that is not the documented body is a server fault (a proxy,
+        a wrong base_url, an overloaded gateway), not a reply, and never an empty text."""
+        try:
+            response = self.parse_body(body, request)
+        except MalformedResponse as exc:
+            if exc.retryable:
+                raise
+            raise MalformedResponse(self._redact(str(exc)), status=200, retryable=True) from None
+        except TextgraphError:
+            raise  # TruncatedOutput, ContentFiltered: typed answers, not malformed ones
+        except Exception as exc:  # AttributeError, KeyError, TypeError, pydantic errors
+            raise MalformedResponse(
+                f"{self.provider}: the 200 response is not in the documented shape "
+                f"({type(exc).__name__}: {self._redact(str(exc).splitlines()[0][:160])}; body "
+                f"starts {self._redact(json.dumps(body, ensure_ascii=True)[:120])}); retried "
+                f"automatically; check that base_url {self.base_url!r} is the provider's API",
+                status=200,
+                retryable=True,
+            ) from None
+        if not response.text:
+            raise MalformedResponse(
+                f"{self.provider}: the reply is empty (a 200 with no text, finish reason "
+                f"{response.finish_reason!r}); retried automatically; if it persists, check "
+                "the model and base_url",
+                status=200,
+                retryable=True,
+            )
+        if not response.text.isascii():
+            text = _valid_unicode(response.text)
+            if text is not response.text:
+                response = response.model_copy(update={"text": text})
+        return response
 
     def _status_error(self, raw: httpx.Response) -> ProviderError:
         status = raw.status_code
@@ -250,14 +343,21 @@ class HTTPEngine(Engine):
         )
 
     def _redact(self, text: str) -> str:
-        return redact(text, self._api_key)
+        return redact(text, *self._secrets)
 
     def __repr__(self) -> str:
         key = "'***'" if self._api_key else "None"
+        auth = ", url_credentials='***'" if self._url_auth is not None else ""
         return (
             f"{type(self).__name__}(model={self.model_name!r}, base_url={self.base_url!r}, "
-            f"api_key={key})"
+            f"api_key={key}{auth})"
         )
+
+
+def _valid_unicode(text: str) -> str:
+    """Text with lone surrogates (from a JSON "\\ud83d" escape) replaced by U+FFFD, so the
+    reply can be cached, recorded and printed; the same object when there are none."""
+    return LONE_SURROGATE.sub("\ufffd", text) if LONE_SURROGATE.search(text) else text
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

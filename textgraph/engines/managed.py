@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 from textgraph.engines.base import ChatRequest, ChatResponse, Engine
 from textgraph.engines.cache import ResponseCache, request_key
@@ -49,7 +50,12 @@ class ManagedEngine(Engine):
             base_url=self.base_url if with_base_url else None,
             model=self.model_name,
             salt=self.cache_salt,
+            settings=self.wire_settings(),
         )
+
+    def wire_settings(self) -> dict[str, Any]:
+        settings = getattr(self.inner, "wire_settings", None)
+        return dict(settings()) if callable(settings) else {}
 
     async def _generate(self, request: ChatRequest) -> ChatResponse:
         if self.replayer is not None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from textgraph.engines.base import Engine
 from textgraph.engines.cache import DEFAULT_MAX_BYTES, ResponseCache
+from textgraph.engines.checks import split_base_url
 from textgraph.engines.http import RetryPolicy
 from textgraph.engines.managed import ManagedEngine
 from textgraph.engines.scripted import ScriptedEngine
@@ -112,13 +113,21 @@ def _cache(setting: Any, max_bytes: int) -> ResponseCache | None:
     raise ArgumentError(f"cache must be True, False, a path or a ResponseCache, got {setting!r}")
 
 
+def _env_url(variable: str) -> str | None:
+    """A base URL from the environment, checked so a bad one names the variable."""
+    value = os.environ.get(variable)
+    if value:
+        split_base_url(value, what=f"the {variable} environment variable")
+    return value
+
+
 def _http_engine(provider: str, name: str, options: dict[str, Any], *, replaying: bool) -> Engine:
     if "max_attempts" in options:
         options["retry"] = RetryPolicy(max_attempts=options.pop("max_attempts"))
     if provider == "openai":
         from textgraph.engines.providers.openai import OFFICIAL_BASE_URL, OpenAIEngine
 
-        base_url = options.pop("base_url", None) or os.environ.get("OPENAI_BASE_URL")
+        base_url = options.pop("base_url", None) or _env_url("OPENAI_BASE_URL")
         key = options.pop("api_key", None) or os.environ.get("OPENAI_API_KEY")
         if not key and not base_url and not replaying:
             raise ConfigurationError(
@@ -129,7 +138,7 @@ def _http_engine(provider: str, name: str, options: dict[str, Any], *, replaying
     if provider == "anthropic":
         from textgraph.engines.providers.anthropic import OFFICIAL_BASE_URL, AnthropicEngine
 
-        base_url = options.pop("base_url", None) or os.environ.get("ANTHROPIC_BASE_URL")
+        base_url = options.pop("base_url", None) or _env_url("ANTHROPIC_BASE_URL")
         key = options.pop("api_key", None) or os.environ.get("ANTHROPIC_API_KEY")
         if not key and not base_url and not replaying:
             raise ConfigurationError(
@@ -138,6 +147,10 @@ def _http_engine(provider: str, name: str, options: dict[str, Any], *, replaying
         return AnthropicEngine(name, base_url=base_url or OFFICIAL_BASE_URL, api_key=key, **options)
     from textgraph.engines.providers.ollama import OllamaEngine, host_url
 
-    base_url = options.pop("base_url", None) or host_url(os.environ.get("OLLAMA_HOST"))
+    base_url = options.pop("base_url", None)
+    if not base_url:
+        base_url = host_url(os.environ.get("OLLAMA_HOST"))
+        if os.environ.get("OLLAMA_HOST"):
+            split_base_url(base_url, what="the OLLAMA_HOST environment variable")
     options.pop("api_key", None)
     return OllamaEngine(name, base_url=base_url, **options)

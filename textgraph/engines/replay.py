@@ -32,10 +32,17 @@ class Recorder:
             },
             ensure_ascii=False,
         )
-        with self._lock, self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with self._lock, self.path.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:  # a full disk says nothing about which file: name it
+            if exc.filename is not None:
+                raise
+            raise OSError(
+                exc.errno, f"{exc.strerror} (recording cassette)", str(self.path)
+            ) from exc
 
 
 class Replayer:

@@ -100,6 +100,9 @@ class ScriptedEngine(Engine):
         record.response, record.end = response, end
         return response
 
+    def wire_settings(self) -> dict[str, object]:
+        return {"raw": self.raw or None}  # raw=True skips the formatting of replies
+
     def calls_for(self, purpose: str) -> list[ScriptedCall]:
         return [c for c in self.calls if c.request.purpose == purpose]
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from textgraph.engines.base import ChatRequest, ChatResponse, Usage
+from textgraph.engines.checks import check_int, check_number
 from textgraph.engines.observe import CallObserver, observe_calls
 from textgraph.errors import ArgumentError, BudgetExceeded
 
@@ -142,13 +143,18 @@ class Budget:
         max_tokens: int | None = None,
         max_cost_usd: float | None = None,
     ) -> None:
-        for name, value in (
-            ("max_calls", max_calls),
-            ("max_tokens", max_tokens),
-            ("max_cost_usd", max_cost_usd),
-        ):
-            if value is not None and value < 0:
-                raise ArgumentError(f"Budget {name} must be >= 0, got {value}")
+        for name, value in (("max_calls", max_calls), ("max_tokens", max_tokens)):
+            if value is not None:
+                check_int(
+                    f"Budget {name}", value, minimum=0, instead=f"pass None for no {name} limit"
+                )
+        if max_cost_usd is not None:
+            check_number(
+                "Budget max_cost_usd",
+                max_cost_usd,
+                positive=False,
+                instead="give US dollars (e.g. 5.0), or pass None for no cost limit",
+            )
         self.max_calls, self.max_tokens, self.max_cost_usd = max_calls, max_tokens, max_cost_usd
         self.calls = 0
         self.tokens = 0

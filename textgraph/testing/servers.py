@@ -35,7 +35,9 @@ class Fault:
     kind: "status" (reply `status` with an error body), "hang" (say nothing
     for `seconds`, then close), "reset" (abort the TCP connection),
     "malformed" (200 with a body that is not JSON), "truncated" (200,
-    finish_reason length and no text), "empty" (200 with no choices).
+    finish_reason length and no text), "empty" (200 with no reply: OpenAI no
+    choices, Anthropic `content: []`, Ollama an empty message), "body" (200
+    with `payload` as the JSON body, any shape).
     """
 
     kind: str
@@ -44,6 +46,7 @@ class Fault:
     retry_after_ms: float | None = None
     seconds: float = 5.0
     message: str = "injected fault"
+    payload: Any = None
 
 
 @dataclass
@@ -51,6 +54,7 @@ class RecordedRequest:
     path: str
     body: dict[str, Any]
     start: float
+    headers: dict[str, str] = field(default_factory=dict)  # names lower-cased
     end: float = 0.0
     status: int = 0
     fault: str | None = None
@@ -107,8 +111,12 @@ class LLMTestServer:
         self._httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
+        # A short poll interval: stop() waits for serve_forever to notice (0.5 s by default).
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="textgraph-test-server", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="textgraph-test-server",
+            daemon=True,
         )
         self._thread.start()
         # One event loop answers every request (a loop per request costs ~1 ms each).
@@ -176,9 +184,13 @@ class LLMTestServer:
 
     # --- called by the handler ---------------------------------------------
 
-    def _begin(self, path: str, body: dict[str, Any]) -> tuple[RecordedRequest, Fault | None]:
+    def _begin(
+        self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> tuple[RecordedRequest, Fault | None]:
         with self._lock:
-            record = RecordedRequest(path=path, body=body, start=time.perf_counter())
+            record = RecordedRequest(
+                path=path, body=body, start=time.perf_counter(), headers=headers or {}
+            )
             self.stats.requests.append(record)
             self.stats.in_flight += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
@@ -348,7 +360,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._send(400, _error_body(protocol, 400, "request body is not JSON"))
             return
-        record, fault = server._begin(self.path, body)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        record, fault = server._begin(self.path, body, headers)
         # The reply is computed first and sent when the latency has passed, so threads that
         # wake together only write bytes: the latency stays fixed under concurrency.
         self._deadline = record.start + server.latency
@@ -396,8 +409,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send_raw(200, b'{"choices": [{"message": {"content": "unfinished')
             if fault.kind == "truncated":
                 return self._send(200, _reply_body(protocol, body, "", 0, 0, finish="length"))
-            if fault.kind == "empty" and protocol == "openai":
-                return self._send(200, {"id": "x", "object": "chat.completion", "choices": []})
+            if fault.kind == "empty":
+                if protocol == "openai":
+                    return self._send(200, {"id": "x", "object": "chat.completion", "choices": []})
+                return self._send(200, _reply_body(protocol, body, "", 0, 0))
+            if fault.kind == "body":
+                return self._send(200, fault.payload)
         request = _chat_request(protocol, body)
         try:
             text = server._answer_with_engine(request)
@@ -409,9 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
             server.stats.completion_tokens += completion
         return self._send(200, _reply_body(protocol, body, text, prompt, completion))
 
-    def _send(
-        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> int:
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> int:
         return self._send_raw(status, json.dumps(payload).encode(), headers)
 
     def _send_raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> int:
