@@ -235,3 +235,30 @@ def test_a_budget_spent_in_the_initial_validation_returns_a_result(tmp_path):
     assert result.stopped.startswith("budget") and "initial validation" in result.stopped
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["stopped"] == result.stopped and summary["resumable"] is True
+
+
+def test_an_evaluators_max_concurrency_holds_across_threads_and_loops():
+    import asyncio
+    import threading
+
+    state = {"now": 0, "peak": 0}
+    lock = threading.Lock()
+
+    async def program(example):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        await asyncio.sleep(0.01)
+        with lock:
+            state["now"] -= 1
+        return "x"
+
+    evaluator = tg.Evaluator(program, lambda p, e: 1.0, max_concurrency=2, progress=False)
+    threads = [
+        threading.Thread(target=evaluator.evaluate, args=(list(range(12)),)) for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert state["peak"] == 2

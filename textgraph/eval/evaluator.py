@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from pydantic import BaseModel
 from textgraph._sync import run_sync
 from textgraph.candidate import Candidate, candidate_values, module_values, values_id
 from textgraph.engines.base import ChatRequest, ChatResponse
+from textgraph.engines.limits import ConcurrencyLimit
 from textgraph.engines.observe import CallObserver, forward_purpose, observe_calls
 from textgraph.engines.usage import list_cost, track_usage
 from textgraph.errors import (
@@ -152,8 +152,7 @@ class Evaluator:
         self.seed, self.purpose = seed, purpose
         self.metric_name = getattr(metric, "__name__", type(metric).__name__)
         self._cache: dict[tuple[str, str], ExampleOutcome] | None = {} if cache else None
-        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
-        self._semaphores = weakref.WeakKeyDictionary()
+        self._limit = ConcurrencyLimit(max_concurrency) if max_concurrency else None
 
     # --- public ------------------------------------------------------------------
 
@@ -219,8 +218,11 @@ class Evaluator:
                 if traces is not None:
                     traces[i] = stack.enter_context(record_op_calls())
                 if semaphore is not None:
-                    async with semaphore:
+                    await semaphore.acquire()
+                    try:
                         outcome, variable = await self._one(i, examples[i])
+                    finally:
+                        semaphore.release()
                 else:
                     outcome, variable = await self._one(i, examples[i])
             outcomes[i], variables[i] = outcome, variable
@@ -265,15 +267,10 @@ class Evaluator:
         for k, outcome in zip(example_keys, outcomes, strict=True):
             self._cache[(key, k)] = outcome
 
-    def _semaphore(self) -> asyncio.Semaphore | None:
-        """One limit shared by every evaluation this Evaluator runs at once (per loop)."""
-        if not self.max_concurrency:
-            return None
-        loop = asyncio.get_running_loop()
-        semaphore = self._semaphores.get(loop)
-        if semaphore is None:
-            semaphore = self._semaphores[loop] = asyncio.Semaphore(self.max_concurrency)
-        return semaphore
+    def _semaphore(self) -> ConcurrencyLimit | None:
+        """One limit shared by every evaluation this Evaluator runs at once, across event
+        loops and threads (a sync program's evaluations may run in several)."""
+        return self._limit
 
     # --- one example -------------------------------------------------------------
 
