@@ -1047,8 +1047,10 @@ class Trainer:
 
 def _check_int(name: str, value: object, minimum: int | None, alternative: str = "") -> None:
     """Whole numbers only: "3", 1.5 and True are rejected, not coerced."""
-    if isinstance(value, bool) or not isinstance(value, int) or (
-        minimum is not None and value < minimum
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or (minimum is not None and value < minimum)
     ):
         need = f"an int >= {minimum}" if minimum is not None else "an int"
         extra = f" {alternative}" if alternative else ""
