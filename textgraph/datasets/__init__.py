@@ -16,6 +16,11 @@ from textgraph.datasets.loaders import (
     load_word_problems,
 )
 from textgraph.datasets.object_counting import CountingExample, generate_object_counting
+from textgraph.datasets.support_tickets import (
+    SupportTicket,
+    generate_support_tickets,
+    load_support_tickets,
+)
 
 __all__ = [
     "BBHExample",
@@ -24,13 +29,16 @@ __all__ = [
     "GSM8KExample",
     "HotpotExample",
     "Paragraph",
+    "SupportTicket",
     "corpus_of",
     "generate_object_counting",
+    "generate_support_tickets",
     "gsm8k_answer",
     "load_bbh",
     "load_examples",
     "load_gsm8k",
     "load_hotpotqa",
+    "load_support_tickets",
     "load_valley_qa",
     "load_word_problems",
 ]

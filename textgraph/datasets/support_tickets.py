@@ -1,19 +1,20 @@
 """A seeded generator of customer-support messages labelled by the team they go to.
 
 Each message is a short note a shop's customer might send: an optional
-greeting, one request from one of four intents, an optional detail and an
-optional sign-off. The intents are
+greeting, one request for one of three teams, an optional detail and an
+optional sign-off. The labels are
 
     billing    charges, refunds, invoices, payment methods, subscription price
     shipping   where a parcel is, delivery address, damaged or missing parcels
-    technical  the website or app misbehaving: crashes, errors, blank pages
     account    sign-in, password, profile details, deleting or merging accounts
 
 Each label is plain to a person, but no single word gives it away: "order",
-"app", "address", "email" and "card" turn up under several labels, and each
-label has many phrasings. `load_support_tickets` gives the fixed, label-balanced
-train/val/test split the demo and tests use; `generate_support_tickets` draws
-any number of messages for a seed.
+"address", "email", "card" and "delivery" turn up under more than one label,
+and each label has fourteen phrasings. Three labels rather than more because
+the embedded 135M model only tells three apart once shown a few examples.
+`load_support_tickets` gives the fixed, label-balanced train/val/test split the
+demo and tests use; `generate_support_tickets` draws any number of messages for
+a seed.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from pydantic import BaseModel
 
 from textgraph.errors import ArgumentError
 
-LABELS: tuple[str, ...] = ("billing", "shipping", "technical", "account")
+LABELS: tuple[str, ...] = ("billing", "shipping", "account")
 
 Split = Literal["train", "val", "test"]
-SPLIT_SIZES: dict[str, int] = {"train": 96, "val": 40, "test": 120}  # label-balanced
+SPLIT_SIZES: dict[str, int] = {"train": 96, "val": 42, "test": 120}  # label-balanced
 SEED = 2024
 
 
@@ -49,7 +50,7 @@ _REQUESTS: dict[str, list[str]] = {
         "Why is there an extra {amount} fee on my receipt? Nobody mentioned it when I paid.",
         "I'd like to pay for my monthly plan with PayPal instead of my credit card.",
         "You only refunded part of what I paid for the {item}. I paid {amount} in total.",
-        "There's a payment of {amount} to your company on my card that I don't recognise.",
+        "There's a payment of {amount} to you on my bank account that I don't recognise.",
         "The receipt for order {order} is missing my company's VAT number, can you redo it?",
         "I paid for express delivery on order {order} and the fee was taken twice.",
         "Can I split the {amount} for the {item} into monthly instalments?",
@@ -70,37 +71,21 @@ _REQUESTS: dict[str, list[str]] = {
         "The {item} I got is someone else's, the label on the package has another name.",
         "Which courier are you using for order {order}? I want to be home when it comes.",
     ],
-    "technical": [
-        "The app crashes every time I open my order history on my {device}.",
-        "When I press the checkout button in {browser} nothing happens at all.",
-        "The product pictures on your website won't load, I just see grey boxes.",
-        "I get an 'error 500' page whenever I try to leave a review for the {item}.",
-        "The search bar gives no results, even for things I know you sell.",
-        "Since the last update the app freezes on the loading screen on my {device}.",
-        "Your website throws me back to the home page every few clicks in {browser}.",
-        "I don't get any notifications from the app on my {device} anymore.",
-        "The size chart on the {item} page is cut off and I can't scroll it on my {device}.",
-        "I add the {item} to my basket, but the basket still says it's empty.",
-        "The page just spins forever after I hit send on the contact form.",
-        "In dark mode the text in the app is black on black on my {device}.",
-        "The 'compare products' button opens a blank white page in {browser}.",
-        "The app says 'no connection' on my {device} although every other app works fine.",
-    ],
     "account": [
         "I forgot my password and the reset link never turns up in my inbox.",
         "How do I change the email address on my profile? I don't use the old one anymore.",
-        "Please close my account and delete all the personal data you hold about me.",
+        "Please take me off your system and delete all the personal data you hold about me.",
         "Is it possible to change my username? I picked a silly one years ago.",
-        "Someone changed my password and now I can't sign in to my own account.",
-        "I accidentally made two accounts with different emails. Can you merge them?",
+        "Someone changed my password and now I can't sign in.",
+        "I accidentally signed up twice with different emails. Can you merge the two?",
         "How do I turn on two-factor authentication for signing in?",
-        "My account got locked after too many sign-in attempts. How do I unlock it?",
+        "I'm locked out after too many wrong sign-in attempts. How do I get back in?",
         "I want to update the phone number and date of birth saved in my profile.",
         "Can I stop getting your newsletter but keep my account open?",
         "I'd like to add my partner as a second user on our household account.",
         "My name is spelled wrong on my profile and it won't let me edit it.",
         "I signed up with my Google login and now I'd rather use a normal password.",
-        "Can you tell me which email my account is registered under? I've tried three.",
+        "Which email address did I register with? I've tried three already.",
     ],
 }
 
@@ -153,8 +138,6 @@ _SLOTS: dict[str, list[str]] = {
     "amount": ["$12.99", "$24.50", "$39.00", "$59.95", "$84.20", "$129.00", "$18.75", "$7.49"],
     "day": ["on Monday", "last Tuesday", "yesterday", "three days ago", "last week", "on the 14th"],
     "wait": ["five days", "a week", "two weeks", "ten days", "four days"],
-    "device": ["iPhone", "Android phone", "iPad", "Samsung tablet", "Pixel"],
-    "browser": ["Chrome", "Firefox", "Safari", "Edge"],
     "name": ["Maria", "Tom", "Priya", "Jonas", "Aisha", "Ken", "Lucy", "Omar", "Sven", "Grace"],
 }
 
@@ -197,7 +180,7 @@ def generate_support_tickets(n: int, *, seed: int = 0) -> list[SupportTicket]:
 
 
 def load_support_tickets(split: Split | None = None) -> list[SupportTicket]:
-    """The fixed split: 96 train, 40 val, 120 test (balanced over LABELS); all 256 if None."""
+    """The fixed split: 96 train, 42 val, 120 test (balanced over LABELS); all 258 if None."""
     if split is not None and split not in SPLIT_SIZES:
         raise ArgumentError(f"split must be one of {sorted(SPLIT_SIZES)} or None, got {split!r}")
     tickets = generate_support_tickets(sum(SPLIT_SIZES.values()), seed=SEED)

@@ -79,6 +79,7 @@ class MIPRO(Optimizer):
     num_instructions / num_demo_sets: options per parameter, the current value included
     (default from `auto`). trials: combinations scored on minibatches. engine: the model
     that writes instructions (default: the Trainer's critic_engine, then the context's).
+    max_tokens: cap on each proposal reply (default: the engine's).
     concurrency: trials scored at once (default full_eval_every). verbose: print the
     projected number of calls before the search. The bootstrap options are those of
     BootstrapFewShot.
@@ -106,6 +107,7 @@ class MIPRO(Optimizer):
         concurrency: int | None = None,
         examples_shown: int = 10,
         verbose: bool = True,
+        max_tokens: int | None = None,
     ) -> None:
         if auto is not None and auto not in AUTO:
             raise ArgumentError(f"auto must be one of {sorted(AUTO)} or None, got {auto!r}")
@@ -141,6 +143,9 @@ class MIPRO(Optimizer):
         self.label_field = label_field
         self.concurrency = concurrency or full_eval_every
         self.examples_shown, self.verbose = examples_shown, verbose
+        if max_tokens is not None:
+            _positive("max_tokens", max_tokens, allow_none=False)
+        self.max_tokens = max_tokens
         _optuna()  # fail at construction, not after the bootstrap, when Optuna is missing
         self._space: dict[str, list[str]] | None = None  # "instruction:x"/"demos:y" -> options
         self._trials: list[dict[str, Any]] = []
@@ -292,6 +297,7 @@ class MIPRO(Optimizer):
                 user,
                 purpose="propose",
                 temperature=1.0,
+                max_tokens=self.max_tokens,
                 seed=self.seed * 1000 + k,
                 variable_ids=[param.id],
                 metadata={"optimizer": self.name, "parameter": name},
@@ -322,6 +328,7 @@ class MIPRO(Optimizer):
                 "mipro_dataset_user", count=str(len(sample)), examples=blocks, start=start, end=end
             ),
             purpose="propose",
+            max_tokens=self.max_tokens,
             metadata={"optimizer": self.name, "what": "dataset summary"},
         )
         reply = await call_delimited(engine, request, start, end)
