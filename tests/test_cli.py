@@ -44,6 +44,8 @@ def test_cli_demo_exit_codes(tmp_path, capsys, monkeypatch):
     assert "must be >= 1" in capsys.readouterr().err
     assert main(["demo", "--trials", "2", "--minibatch", "0"]) == 1
     assert "must be >= 1" in capsys.readouterr().err
+    assert main(["demo", "--model", "simulated", "--trials", "0"]) == 1
+    assert "--trials" in capsys.readouterr().err
     assert main([*counting, "--data", str(tmp_path / "missing.json")]) == 1
     assert main(["demo", "--task", "nope"]) == 2
     assert main([]) == 2

@@ -365,3 +365,51 @@ def test_show_and_report_print_demonstrations_readably(tmp_path):
     assert "Demonstration 1:" in text and "fact: f" in text and '"format"' not in text
     html = build_report(tmp_path / "run")
     assert "Demonstration 1:" in html
+
+
+def test_tgd_skips_demos_so_a_module_with_demos_trains_with_tgd(tmp_path):
+    from tests.trainer_task import data, make_engine
+    from tests.trainer_task import exact as exact_answer
+
+    engine = make_engine()
+
+    class WithDemos(tg.Module):
+        def __init__(self):
+            self.system = tg.Variable(
+                "EVEN start", role_description="system prompt", requires_grad=True
+            )
+            self.demos = tg.Demos(role_description="examples")
+            self.call = tg.LLMCall(engine, self.system, demos=self.demos)
+
+        async def aforward(self, example):
+            return await self.call.acall(tg.Variable(example["question"], role_description="q"))
+
+    module = WithDemos()
+    opt = tg.TGD(module.parameters(), engine=engine)
+    assert opt.skipped == [module.demos] and opt.parameters == [module.system]
+    loss = tg.MetricLoss(lambda p, t: float(p.strip() == t), engine=engine)
+    result = tg.Trainer(
+        module,
+        lambda o, e: loss(o, e["answer"]),
+        optimizer=opt,
+        metric=exact_answer,
+        train=data(8),
+        val=data(6, 100),
+        max_steps=2,
+        progress=False,
+        run_dir=tmp_path / "run",
+    ).fit()
+    assert result.stopped == "max_steps" and module.demos.items == []
+    with pytest.raises(tg.ArgumentError, match=r"only tg\.Demos parameters"):
+        tg.TGD([module.demos], engine=engine)
+
+
+def test_a_missing_label_field_and_positional_demos():
+    module = OneStage(planted_engine())
+    opt = tg.optim.BootstrapFewShot(max_bootstrapped=1, max_labeled=2, label_field="nope")
+    trainer = tg.Trainer(
+        module, optimizer=opt, metric=exact, train=qa(6), val=qa(4, 100), progress=False
+    )
+    with pytest.raises(tg.ArgumentError, match="label_field='nope': no training example"):
+        trainer.fit()
+    assert tg.Demo("2+2", "4") == tg.Demo(inputs="2+2", output="4")

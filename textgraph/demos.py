@@ -36,6 +36,22 @@ class Demo(BaseModel):
     output: str
     rationale: str | None = None
 
+    def __init__(
+        self,
+        inputs: str | dict[str, str] | None = None,
+        output: str | None = None,
+        rationale: str | None = None,
+        **data: object,
+    ) -> None:
+        """Positional or keyword: `tg.Demo("2+2", "4")` == `tg.Demo(inputs="2+2", output="4")`."""
+        if inputs is not None:
+            data["inputs"] = inputs
+        if output is not None:
+            data["output"] = output
+        if rationale is not None:
+            data["rationale"] = rationale
+        super().__init__(**data)
+
     @field_validator("inputs")
     @classmethod
     def _inputs_not_empty(cls, value: str | dict[str, str]) -> str | dict[str, str]:
@@ -121,7 +137,9 @@ class Demos(Variable):
     """`tg.Demos(items=None, *, role_description, requires_grad=True, max_items=None)`.
 
     An ordered list of demonstrations an LLM op shows as few-shot turns.
-    `items` is the list of `tg.Demo`; `value` is its canonical JSON.
+    `items` is a copy, as a list of `tg.Demo`: assign to change it
+    (`demos.items = [...]`), appending to the copy changes nothing.
+    `value` is its canonical JSON.
     """
 
     def __init__(

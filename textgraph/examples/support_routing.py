@@ -144,8 +144,11 @@ def test_interval(run_dir: Path, candidate_id: str | None, seed: int) -> tuple[f
 
 def run(args: argparse.Namespace, console: Console | None = None) -> Summary:
     console = console or Console()
-    if min(args.minibatch, args.instructions, args.demo_sets, args.test) < 1:
-        raise tg.ArgumentError("--minibatch, --instructions, --demo-sets and --test must be >= 1")
+    given = (args.minibatch, args.instructions, args.demo_sets, args.test)
+    if min(given) < 1 or (args.trials is not None and args.trials < 1):
+        raise tg.ArgumentError(
+            "--trials, --minibatch, --instructions, --demo-sets and --test must be >= 1"
+        )
     started = time.perf_counter()
     engine, critic = make_engines(args, console, simulated=simulated_engine)
     local = engine.model_name.startswith("local/")

@@ -214,6 +214,11 @@ def labeled_pool(
     op showing it. A label is the program's final answer, so only the op that produced
     the program's output in the traced runs (or the only LLM op) takes labeled demos;
     its input fields must be the example's."""
+    if label_field is not None and not any(label_field in (_fields_of(e) or {}) for e in ctx.train):
+        raise ArgumentError(
+            f"label_field={label_field!r}: no training example has that field; the first "
+            f"has {sorted(_fields_of(ctx.train[0]) or {}) if ctx.train else []}"
+        )
     ops = ops_of(ctx.module)
     llm_ops = [op for op in ops if op.calls_llm]
     exclude = found.used

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textgraph._sync import run_sync
+from textgraph.demos import Demos
 from textgraph.engines.base import ChatRequest, Engine
 from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.errors import ArgumentError, StateDictError
@@ -91,7 +92,15 @@ class TGD(Optimizer):
                 f"TGD parameter {frozen[0].id} ({frozen[0].role_description}) has "
                 "requires_grad=False and would never receive feedback; set requires_grad=True."
             )
-        self.parameters = list(dict.fromkeys(params))
+        # Demonstrations are structured (tg.Demos): TGD rewrites text and leaves them to the
+        # demo optimizers, so TGD(module.parameters()) works on a module that has some.
+        self.skipped = [p for p in dict.fromkeys(params) if isinstance(p, Demos)]
+        self.parameters = [p for p in dict.fromkeys(params) if not isinstance(p, Demos)]
+        if not self.parameters:
+            raise ArgumentError(
+                "TGD got only tg.Demos parameters; TGD rewrites text. Optimize demonstrations "
+                "with tg.optim.BootstrapFewShot, RandomSearchDemos or MIPRO."
+            )
         self.engine = engine
         self.repair = repair  # ask once more when the reply lacks the markers
         self.constraints = _text_list(constraints, "constraints")
