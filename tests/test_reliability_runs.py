@@ -262,3 +262,19 @@ def test_an_evaluators_max_concurrency_holds_across_threads_and_loops():
     for t in threads:
         t.join(timeout=30)
     assert state["peak"] == 2
+
+
+def test_any_error_that_ends_a_run_is_written_to_its_summary(tmp_path):
+    trainer = make_trainer(tmp_path / "run", max_steps=3, max_errors=0)
+
+    class Broken(type(trainer.module)):
+        async def aforward(self, example):
+            if example["question"].endswith("3?"):
+                raise ValueError("boom on 3")
+            return await super().aforward(example)
+
+    trainer.module.__class__ = Broken
+    with pytest.raises(tg.RunError, match="max_errors=0"):
+        trainer.fit()
+    summary = RunDir(tmp_path / "run").read_summary()
+    assert summary.stopped.startswith("error: RunError:") and summary.resumable

@@ -35,7 +35,7 @@ from textgraph.engines.context import check_engine
 from textgraph.engines.observe import observe_calls
 from textgraph.engines.usage import Budget, UsageStats
 from textgraph.errors import ArgumentError, BudgetExceeded, EvaluationError
-from textgraph.eval.evaluator import Evaluator, example_key, is_fatal
+from textgraph.eval.evaluator import Evaluator, example_key
 from textgraph.eval.gate import Gate, GateDecision, check_gate, decide
 from textgraph.eval.pareto import (
     Objective,
@@ -255,8 +255,8 @@ class Trainer:
                     val_result = test_result = None
                     budget_stop = f"budget: {exc} (during the initial validation)"
                 except Exception as exc:
-                    if not is_fatal(exc):
-                        raise
+                    # fatal (a rejected key, an unknown model) or a bug: either way the
+                    # run directory must say why it stopped
                     self._stop_on_error(exc, observer, started, 0.0, None)
                     raise
                 if val_result is not None and val_result.n_scored == 0:
@@ -317,8 +317,8 @@ class Trainer:
                     stopped = budget_stop = f"budget: {exc}"
                     break
                 except Exception as exc:
-                    if not is_fatal(exc):
-                        raise
+                    # fatal (a rejected key, an unknown model) or a bug: either way the
+                    # run directory must say why it stopped
                     apply_candidate(self.module, before_step)
                     self.module.zero_grad()
                     fatal = exc
@@ -346,8 +346,8 @@ class Trainer:
                     stopped += f"; test not scored ({exc})"
                     budget_stop = stopped
                 except Exception as exc:
-                    if not is_fatal(exc):
-                        raise
+                    # fatal (a rejected key, an unknown model) or a bug: either way the
+                    # run directory must say why it stopped
                     self._stop_on_error(exc, observer, started, elapsed_before, state, history)
                     raise
         front = pareto_front(state.pool, self.objectives)
