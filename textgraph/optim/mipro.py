@@ -231,16 +231,20 @@ class MIPRO(Optimizer):
         ctx.note("search space: " + ", ".join(f"{k} ({len(v)} options)" for k, v in space.items()))
 
     def _project(self, n_texts: int, per_example: int, n_train: int, n_pool: int) -> str:
-        traced = min(n_train, max(self.examples_shown, 2 * self.max_bootstrapped * 3))
+        # The bootstrap traces chunks until enough runs pass: at least one chunk, at most
+        # every training example once per round.
+        first = min(n_train, max(self.examples_shown, 2 * self.max_bootstrapped * 3, 4))
+        most = n_train * self.max_rounds
         proposals = (1 + (self.num_instructions - 1) * n_texts) if n_texts else 0
         batch = min(self.minibatch_size, n_pool)
         trial_calls = self.trials * batch * per_example
         full = self.steps_needed * n_pool * per_example
-        total = traced * per_example + proposals + trial_calls + full
+        total = most * per_example + proposals + trial_calls + full
         return (
             f"MIPRO projects at most {total} LLM calls for its search (the Trainer's initial "
-            f"validation and test scoring come on top): bootstrap ~{traced * per_example} "
-            f"({traced} traced runs x {per_example} call(s)), {proposals} instruction proposals, "
+            f"validation and test scoring come on top): bootstrap {first * per_example} to "
+            f"{most * per_example} ({first}-{most} traced runs x {per_example} call(s); it "
+            f"stops once enough pass), {proposals} instruction proposals, "
             f"{self.trials} trials x {batch} examples x {per_example} = {trial_calls}, "
             f"{self.steps_needed} full evaluations x {n_pool} = {full} "
             "(examples already scored for a combination are never re-run)"
