@@ -220,6 +220,8 @@ def test_bootstrap_collects_exactly_the_passing_traces_op_level_pairs(tmp_path):
     assert step.candidates[0].origin == "bootstrap few-shot"
     assert "3 traced + 0 labeled" in step.notes[0]
     assert result.summary.final_parameters["d1"] == module.d1.value
+    # the bootstrap's traced runs are labelled apart from validation in usage and traces
+    assert engine.calls_for("traced") and "traced" in result.summary.by_purpose
 
 
 def test_labeled_fill_only_for_the_op_whose_fields_map_to_the_data():

@@ -33,6 +33,7 @@ PURPOSES: tuple[str, ...] = (
     "validation",
     "propose",
     "reflect",
+    "traced",
 )
 
 

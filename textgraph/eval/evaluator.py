@@ -169,13 +169,15 @@ class Evaluator:
         description: str = "evaluating",
         progress: Progress = None,
         trace: bool = False,
+        purpose: str | None = None,
     ) -> EvalResult:
         """Score `examples`; with `candidate`, as if the module held its values (the
         module itself is not touched, so evaluations of other candidates can overlap).
 
         trace=True records every LLM op call of each example (`result.traces`, what demo
         optimizers mine); every example then really runs, and the outcomes are not
-        remembered (a teacher engine may have produced them)."""
+        remembered (a teacher engine may have produced them). purpose: the label of this
+        evaluation's LLM calls (default: the Evaluator's)."""
         examples = _examples(examples)
         if candidate is not None and not isinstance(self.program, Module):
             raise ArgumentError(
@@ -237,7 +239,8 @@ class Evaluator:
                         f"{outcome.error}. Fix the program or raise max_errors."
                     )
 
-        with bar, forward_purpose(self.purpose), track_usage() as spent:
+        label = self.purpose if purpose is None else purpose
+        with bar, forward_purpose(label), track_usage() as spent:
             if candidate is not None:
                 assert isinstance(self.program, Module)
                 with candidate_values(self.program, candidate):

@@ -438,7 +438,11 @@ class Trainer:
             phase, self._phase = self._phase, "propose evaluation"
             try:
                 result = await self._evaluator.aevaluate(
-                    examples, candidate, progress=False, trace=trace
+                    examples,
+                    candidate,
+                    progress=False,
+                    trace=trace,
+                    purpose="traced" if trace else None,
                 )
             finally:
                 self._phase = phase
