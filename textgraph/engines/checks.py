@@ -3,50 +3,20 @@ mean "no limit" or "stop at once" (0, negative, NaN, a string), saying what to p
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
 import httpx
 
+from textgraph._checks import (  # noqa: F401 - the engine layer's names for them
+    _is_int,
+    _is_number,
+    check_int,
+    check_number,
+    check_optional_int,
+    check_optional_number,
+)
 from textgraph.errors import ArgumentError
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_int(name: str, value: Any, *, minimum: int, instead: str) -> None:
-    """`value` must be an int >= minimum; `instead` says what to pass otherwise."""
-    if not _is_int(value) or value < minimum:
-        raise ArgumentError(f"{name} must be an int >= {minimum}, got {value!r}; {instead}")
-
-
-def check_number(
-    name: str, value: Any, *, positive: bool, instead: str, allow_inf: bool = False
-) -> None:
-    """`value` must be a finite number > 0 (positive) or >= 0; `instead` says what else."""
-    ok = _is_number(value) and not math.isnan(value) and (allow_inf or not math.isinf(value))
-    if ok:
-        ok = value > 0 if positive else value >= 0
-    if not ok:
-        bound = "> 0" if positive else ">= 0"
-        raise ArgumentError(f"{name} must be a finite number {bound}, got {value!r}; {instead}")
-
-
-def check_optional_int(name: str, value: Any, *, minimum: int, none_means: str) -> None:
-    if value is not None:
-        check_int(name, value, minimum=minimum, instead=f"pass None for {none_means}")
-
-
-def check_optional_number(name: str, value: Any, *, positive: bool, none_means: str) -> None:
-    if value is not None:
-        check_number(name, value, positive=positive, instead=f"pass None for {none_means}")
-
 
 EXAMPLE_URL = "http://localhost:8000/v1"
 

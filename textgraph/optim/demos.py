@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from textgraph._checks import check_int, check_optional_int
 from textgraph.candidate import Candidate
 from textgraph.demos import Demo, Demos, demos_text
 from textgraph.engines.base import Engine
@@ -261,12 +262,6 @@ def fill(
     return out
 
 
-def _check_counts(**counts: int) -> None:
-    for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ArgumentError(f"{name} must be an int >= 0, got {value!r}")
-
-
 def _check_common(
     max_bootstrapped: int,
     max_labeled: int,
@@ -274,9 +269,9 @@ def _check_common(
     teacher: Engine | None,
     max_rounds: int,
 ) -> None:
-    _check_counts(max_bootstrapped=max_bootstrapped, max_labeled=max_labeled)
-    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
-        raise ArgumentError(f"max_rounds must be an int >= 1, got {max_rounds!r}")
+    check_int("max_bootstrapped", max_bootstrapped, minimum=0)
+    check_int("max_labeled", max_labeled, minimum=0)
+    check_int("max_rounds", max_rounds, minimum=1)
     if metric_threshold is not None and (
         isinstance(metric_threshold, bool)
         or not isinstance(metric_threshold, (int, float))
@@ -478,12 +473,8 @@ class RandomSearchDemos(Optimizer):
         per_step: int | None = None,
     ) -> None:
         _check_common(max_bootstrapped, max_labeled, metric_threshold, teacher, max_rounds)
-        if isinstance(num_candidates, bool) or not isinstance(num_candidates, int):
-            raise ArgumentError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
-        if num_candidates < 1:
-            raise ArgumentError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
-        if per_step is not None and (not isinstance(per_step, int) or per_step < 1):
-            raise ArgumentError(f"per_step must be an int >= 1 or None, got {per_step!r}")
+        check_int("num_candidates", num_candidates, minimum=1)
+        check_optional_int("per_step", per_step, minimum=1, none_means="all in the first step")
         self.num_candidates = num_candidates
         self.max_bootstrapped, self.max_labeled = max_bootstrapped, max_labeled
         self.metric_threshold, self.teacher, self.max_rounds = (

@@ -28,6 +28,7 @@ import random
 import sys
 from typing import Any, ClassVar
 
+from textgraph._checks import check_int, check_optional_int
 from textgraph.candidate import Candidate
 from textgraph.demos import Demos, render_demos
 from textgraph.engines.base import ChatRequest, Engine
@@ -61,15 +62,6 @@ def _optuna() -> Any:
         ) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
-
-
-def _positive(name: str, value: object, *, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ArgumentError(
-            f"{name} must be an int >= 1{' or None' if allow_none else ''}, got {value!r}"
-        )
 
 
 class MIPRO(Optimizer):
@@ -120,12 +112,11 @@ class MIPRO(Optimizer):
             ("trials", trials),
             ("concurrency", concurrency),
         ):
-            _positive(label, value)
-        _positive("minibatch_size", minibatch_size, allow_none=False)
-        _positive("full_eval_every", full_eval_every, allow_none=False)
-        _positive("examples_shown", examples_shown, allow_none=False)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ArgumentError(f"seed must be an int, got {seed!r}")
+            check_optional_int(label, value, minimum=1, none_means="the default")
+        check_int("minibatch_size", minibatch_size, minimum=1)
+        check_int("full_eval_every", full_eval_every, minimum=1)
+        check_int("examples_shown", examples_shown, minimum=1)
+        check_int("seed", seed, minimum=None)
         _check_common(max_bootstrapped, max_labeled, metric_threshold, teacher, max_rounds)
         check_engine(engine, "MIPRO(engine)")
         self.auto = auto
@@ -144,7 +135,7 @@ class MIPRO(Optimizer):
         self.concurrency = concurrency or full_eval_every
         self.examples_shown, self.verbose = examples_shown, verbose
         if max_tokens is not None:
-            _positive("max_tokens", max_tokens, allow_none=False)
+            check_int("max_tokens", max_tokens, minimum=1)
         self.max_tokens = max_tokens
         _optuna()  # fail at construction, not after the bootstrap, when Optuna is missing
         self._space: dict[str, list[str]] | None = None  # "instruction:x"/"demos:y" -> options

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from textgraph._checks import check_int, check_optional_int
 from textgraph._io import atomic_write_json
 from textgraph._sync import run_sync
 from textgraph.candidate import Candidate, apply_candidate, module_values
@@ -152,18 +153,17 @@ class Trainer:
         check_gate(gate, alpha)
         self.val = _split(val, "val", required=gate != "always")
         self.test = _split(test, "test", required=False)
-        _check_int("batch_size", batch_size, 1)
-        _check_int("max_steps", max_steps, 0)
-        _check_int("seed", seed, None)
-        _check_int("max_errors", max_errors, 0)
-        _check_int("keep_passing", keep_passing, 0)
-        _check_int("max_gradient_chars", max_gradient_chars, 1)
-        if patience is not None:
-            _check_int("patience", patience, 1, "or None (no patience limit)")
-        if max_concurrency is not None:
-            _check_int("max_concurrency", max_concurrency, 1, "or None (the engines' limits)")
-        if val_subset is not None:
-            _check_int("val_subset", val_subset, 1, "or None")
+        check_int("batch_size", batch_size, minimum=1)
+        check_int("max_steps", max_steps, minimum=0)
+        check_int("seed", seed, minimum=None)
+        check_int("max_errors", max_errors, minimum=0)
+        check_int("keep_passing", keep_passing, minimum=0)
+        check_int("max_gradient_chars", max_gradient_chars, minimum=1)
+        check_optional_int("patience", patience, minimum=1, none_means="no patience limit")
+        check_optional_int(
+            "max_concurrency", max_concurrency, minimum=1, none_means="the engines' limits"
+        )
+        check_optional_int("val_subset", val_subset, minimum=1, none_means="full validation")
         if run_dir is not None and (
             not isinstance(run_dir, (str, os.PathLike)) or not str(os.fspath(run_dir)).strip()
         ):
@@ -1047,18 +1047,6 @@ class Trainer:
             selected=selected.candidate_id if selected else None,
             pareto=front,
         )
-
-
-def _check_int(name: str, value: object, minimum: int | None, alternative: str = "") -> None:
-    """Whole numbers only: "3", 1.5 and True are rejected, not coerced."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or (minimum is not None and value < minimum)
-    ):
-        need = f"an int >= {minimum}" if minimum is not None else "an int"
-        extra = f" {alternative}" if alternative else ""
-        raise ArgumentError(f"{name} must be {need}{extra}, got {value!r}")
 
 
 def _decide_on_common(
