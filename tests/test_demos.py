@@ -193,20 +193,16 @@ def exact(prediction, example):
     return float(prediction == example["answer"])
 
 
+def fit(module, optimizer, **options):
+    """Train with the demo tests' defaults: exact match, no progress bar."""
+    return tg.Trainer(module, optimizer=optimizer, metric=exact, progress=False, **options).fit()
+
+
 def test_bootstrap_collects_exactly_the_passing_traces_op_level_pairs(tmp_path):
     engine = two_stage_engine()
     module = TwoStage(engine)
     opt = tg.optim.BootstrapFewShot(max_bootstrapped=3, max_labeled=0)
-    result = tg.Trainer(
-        module,
-        optimizer=opt,
-        metric=exact,
-        train=qa(12),
-        val=qa(6, 100),
-        max_steps=3,
-        progress=False,
-        run_dir=tmp_path / "run",
-    ).fit()
+    result = fit(module, opt, train=qa(12), val=qa(6, 100), max_steps=3, run_dir=tmp_path / "run")
     assert result.stopped == "optimizer finished: demonstrations bootstrapped"
     d1, d2 = module.d1.items, module.d2.items
     assert len(d1) == len(d2) == 3
@@ -227,16 +223,7 @@ def test_bootstrap_collects_exactly_the_passing_traces_op_level_pairs(tmp_path):
 def test_labeled_fill_only_for_the_op_whose_fields_map_to_the_data():
     module = TwoStage(two_stage_engine())
     opt = tg.optim.BootstrapFewShot(max_bootstrapped=1, max_labeled=3)
-    tg.Trainer(
-        module,
-        optimizer=opt,
-        metric=exact,
-        train=qa(12),
-        val=qa(6, 100),
-        max_steps=1,
-        progress=False,
-        gate="always",
-    ).fit()
+    fit(module, opt, train=qa(12), val=qa(6, 100), max_steps=1, gate="always")
     # stage 1 (LLMCall, question -> fact) is not the final op: its demos stay traced only;
     # stage 2 needs a "fact" field the data lacks: also traced only.
     assert len(module.d1.items) == 1 and len(module.d2.items) == 1
@@ -283,15 +270,7 @@ class OneStage(tg.Module):
 def test_random_search_finds_the_planted_demo_set_within_its_candidates():
     module = OneStage(planted_engine())
     opt = tg.optim.RandomSearchDemos(num_candidates=12, max_bootstrapped=2, max_labeled=2)
-    result = tg.Trainer(
-        module,
-        optimizer=opt,
-        metric=exact,
-        train=qa(12),
-        val=qa(8, 100),
-        max_steps=4,
-        progress=False,
-    ).fit()
+    result = fit(module, opt, train=qa(12), val=qa(8, 100), max_steps=4)
     assert result.initial_val_score == 0.0
     assert "question 7" in [d.inputs for d in module.demos.items]
     assert result.best_val_score == 1.0
@@ -351,16 +330,7 @@ def test_show_and_report_print_demonstrations_readably(tmp_path):
 
     module = TwoStage(two_stage_engine())
     opt = tg.optim.BootstrapFewShot(max_bootstrapped=2, max_labeled=0)
-    tg.Trainer(
-        module,
-        optimizer=opt,
-        metric=exact,
-        train=qa(12),
-        val=qa(6, 100),
-        max_steps=1,
-        progress=False,
-        run_dir=tmp_path / "run",
-    ).fit()
+    fit(module, opt, train=qa(12), val=qa(6, 100), max_steps=1, run_dir=tmp_path / "run")
     out = StringIO()
     show_run(str(tmp_path / "run"), step=1, console=Console(file=out, width=200))
     text = out.getvalue()
