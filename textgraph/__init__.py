@@ -35,7 +35,14 @@ from textgraph.errors import (
 )
 from textgraph.eval import EvalResult, Evaluator, Objective, Score, evaluate
 from textgraph.graph import ancestry, graph, to_dot, to_json, to_mermaid
-from textgraph.losses import CodeTestLoss, Loss, MetricLoss, MultiFieldEvaluation, TextLoss
+from textgraph.losses import (
+    CodeTestLoss,
+    Loss,
+    MetricLoss,
+    MultiFieldEvaluation,
+    TextLoss,
+    example_metric_loss,
+)
 from textgraph.module import Module
 from textgraph.ops import (
     Concat,
@@ -120,6 +127,7 @@ __all__ = [
     "concat",
     "engines",
     "evaluate",
+    "example_metric_loss",
     "function",
     "get_engine",
     "graph",

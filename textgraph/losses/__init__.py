@@ -2,7 +2,14 @@
 
 from textgraph.losses.base import Loss
 from textgraph.losses.code import CodeTestLoss
-from textgraph.losses.metric import MetricLoss
+from textgraph.losses.metric import MetricLoss, example_metric_loss
 from textgraph.losses.text import MultiFieldEvaluation, TextLoss
 
-__all__ = ["CodeTestLoss", "Loss", "MetricLoss", "MultiFieldEvaluation", "TextLoss"]
+__all__ = [
+    "CodeTestLoss",
+    "Loss",
+    "MetricLoss",
+    "MultiFieldEvaluation",
+    "TextLoss",
+    "example_metric_loss",
+]

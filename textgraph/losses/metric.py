@@ -9,7 +9,7 @@ from textgraph._sync import run_sync
 from textgraph.engines.base import ChatRequest, Engine, call_engine
 from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.errors import ArgumentError
-from textgraph.eval.score import as_score
+from textgraph.eval.score import as_score, to_score
 from textgraph.losses.base import Loss
 from textgraph.ops.base import Node, shown
 from textgraph.prompts import fence, render_file
@@ -22,9 +22,12 @@ class MetricLoss(Loss):
     """A Python metric decides; the LLM only explains failures.
 
     `MetricLoss(metric, engine=)(prediction, target)`: `metric(prediction.value,
-    target_value)` returns a number; at or above `perfect` no LLM call is
-    made and no gradient flows. Otherwise the LLM explains the failure and
-    that explanation is the critique passed to the prediction.
+    target_value)` returns a number, a bool or a tg.Score; at or above
+    `perfect` no LLM call is made and no gradient flows. Otherwise, when the
+    metric returned `tg.Score(value, feedback=...)`, that feedback is the
+    critique (no LLM call: the metric already said why, as GEPA's feedback
+    functions do); else the LLM explains the failure and that explanation is
+    the critique passed to the prediction.
     """
 
     name = "metric_loss"
@@ -45,7 +48,8 @@ class MetricLoss(Loss):
     async def acall(self, prediction: Variable, target: Variable | Any) -> Variable:
         prediction = ensure_variable(prediction, "MetricLoss prediction")
         target_value = target.value if isinstance(target, Variable) else target
-        score = self.score(prediction.value, target_value)
+        scored = to_score(self.metric(prediction.value, target_value), f"metric {self.metric_name}")
+        score = scored.value
         target_text = target_value if isinstance(target_value, str) else repr(target_value)
         target_role = target.role_description if isinstance(target, Variable) else "target"
         node = Node(
@@ -58,6 +62,9 @@ class MetricLoss(Loss):
                 f"Score {score:g} (perfect) on {self.metric_name}: the "
                 f"{prediction.role_description} passed the check."
             )
+        elif scored.feedback and scored.feedback.strip():
+            node.saved["feedback"] = scored.feedback
+            text = f"Score {score:g} of {self.perfect:g} on {self.metric_name}. {scored.feedback}"
         else:
             engine = resolve_engine(self.engine, what="MetricLoss explanation of a failure")
             node.engine = engine
@@ -110,3 +117,20 @@ class MetricLoss(Loss):
 
     def location_of(self, node: Node, variable: Variable) -> str:
         return "the prediction"
+
+
+def example_metric_loss(
+    metric: Callable[[str, Any], Any], engine: Engine | None = None, *, perfect: float = 1.0
+) -> Callable[[Variable, Any], Any]:
+    """A Trainer loss_fn from a Trainer metric(prediction_text, example): the metric's
+    tg.Score feedback is the critique when it gives one, else the LLM explains the failure.
+    `Trainer(loss_fn=tg.example_metric_loss(metric))`."""
+    if not callable(metric):
+        raise ArgumentError(f"metric must be callable(prediction, example), got {metric!r:.40}")
+    loss = MetricLoss(metric, engine, perfect=perfect)
+
+    async def loss_fn(output: Variable, example: Any) -> Variable:
+        return await loss.acall(output, example)
+
+    loss_fn.__name__ = f"example_metric_loss({loss.metric_name})"
+    return loss_fn

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from textgraph.candidate import Candidate
+from textgraph.candidate import Candidate, candidate_values
 from textgraph.engines.base import Engine
 from textgraph.engines.context import override_forward_engine
 from textgraph.errors import ArgumentError
@@ -17,7 +17,13 @@ from textgraph.module import Module
 from textgraph.variable import Gradient, Variable
 
 Evaluate = Callable[..., Awaitable[EvalResult]]
-Gradients = Callable[[Sequence[int]], Awaitable[dict[str, list[Gradient]]]]
+# The gradient pass: gradients per parameter name, and the metric's score of each example.
+Gradients = Callable[[Sequence[int]], Awaitable[tuple[dict[str, list[Gradient]], list[Any]]]]
+Filter = Callable[[Candidate, Candidate], tuple[Candidate | None, list[str]]]
+
+
+def _no_filter(candidate: Candidate, base: Candidate) -> tuple[Candidate | None, list[str]]:
+    return candidate, []
 
 
 @dataclass
@@ -33,7 +39,12 @@ class StepContext:
     `await ctx.evaluate(candidate, examples)` scores any candidate on any
     examples (cached per candidate and example). `await ctx.gradients()` runs
     forward, loss, backward and bounded reduction on the batch and returns
-    each parameter's critiques (they are also on the parameters).
+    each parameter's critiques (they are also on the parameters); with
+    `candidate=` the pass runs on that candidate's values (a search that
+    learns from a parent other than the incumbent), and `ctx.train_scores`
+    then holds the metric's score of each example of the pass.
+    `ctx.filter(candidate, base)` applies the run's filters (max_chars,
+    reject_copies) to what the candidate changed from `base`.
     engine / critic_engine: the forward and the critic/optimizer engines,
     when the run was given them (None: ops use their own or the default).
     """
@@ -54,6 +65,8 @@ class StepContext:
     val: Sequence[Any] = ()
     notes: list[str] = field(default_factory=list)
     gradients_computed: bool = False
+    train_scores: list[float | None] = field(default_factory=list)
+    _filter: Filter = field(default=_no_filter, repr=False)
 
     @property
     def parameters(self) -> dict[str, Variable]:
@@ -92,11 +105,34 @@ class StepContext:
         with override_forward_engine(engine):
             return await self._evaluate(candidate, examples, trace=True)
 
-    async def gradients(self, batch: Sequence[int] | None = None) -> dict[str, list[Gradient]]:
-        """Forward, loss, backward and reduction on the batch (indices into train)."""
+    async def gradients(
+        self, batch: Sequence[int] | None = None, *, candidate: Candidate | None = None
+    ) -> dict[str, list[Gradient]]:
+        """Forward, loss, backward and reduction on the batch (indices into train), with
+        the module's values or, given `candidate`, that candidate's. The critiques stay on
+        the parameters; an optimizer rewriting from them under `candidate_values(module,
+        candidate)` sees the candidate's values as the old ones."""
         indices = self.batch_indices if batch is None else list(batch)
+        if candidate is not None and not isinstance(candidate, Candidate):
+            raise ArgumentError(
+                f"ctx.gradients(candidate=) needs a tg.Candidate, got {type(candidate).__name__}"
+            )
         self.gradients_computed = True
-        return await self._gradients(indices)
+        if candidate is None:
+            grads, scores = await self._gradients(indices)
+        else:
+            with candidate_values(self.module, candidate):
+                grads, scores = await self._gradients(indices)
+        self.train_scores = list(scores)
+        return grads
+
+    def filter(
+        self, candidate: Candidate, base: Candidate | None = None
+    ) -> tuple[Candidate | None, list[str]]:
+        """The run's filters on what `candidate` changed from `base` (default: the
+        incumbent): the candidate with offending changes reverted to base's values (None if
+        nothing is left), and the reasons. The loop applies them again to every proposal."""
+        return self._filter(candidate, base if base is not None else self.current)
 
     def note(self, text: str) -> None:
         """A line for the step's record; `textgraph show` and the report print it."""

@@ -174,6 +174,19 @@ class TGD(Optimizer):
         self.steps_taken = step
         return list(updates)
 
+    async def rewrite(self, parameter: Variable) -> Update:
+        """One parameter's new value from its current gradients, not set on it (search
+        optimizers such as ParetoTGD decide what to do with it). Never raises over a bad
+        reply: the Update then carries a warning and the old value."""
+        if not any(p is parameter for p in self.parameters):
+            raise ArgumentError(
+                f"{parameter.id} ({parameter.role_description}) is not one of this TGD's "
+                "parameters"
+            )
+        engine = resolve_engine(self.engine, what="TGD rewrite")
+        self.steps_taken += 1
+        return await self._update(parameter, engine, self.steps_taken)
+
     def config(self) -> dict[str, Any]:
         return {"name": "tgd", "constraints": self.constraints, "momentum": self.momentum}
 

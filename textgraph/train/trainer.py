@@ -49,6 +49,7 @@ from textgraph.eval.pareto import (
     select_entry,
 )
 from textgraph.eval.result import EvalResult
+from textgraph.losses.metric import example_metric_loss
 from textgraph.module import Module
 from textgraph.optim.base import CandidateOutcome, optimizer_name
 from textgraph.optim.context import StepContext
@@ -144,6 +145,13 @@ class Trainer:
             raise ArgumentError("metric must be a callable metric(prediction_text, example)")
         if loss_fn is not None and not callable(loss_fn):
             raise ArgumentError("loss_fn must be a callable loss_fn(output, example) -> Variable")
+        if (
+            getattr(optimizer, "requires_gradients", False)
+            and loss_fn is None
+            and getattr(optimizer, "default_loss_from_metric", False)
+        ):
+            # the metric's tg.Score feedback (or an LLM's explanation of a failure) is the loss
+            loss_fn = example_metric_loss(metric, backward_engine or critic_engine or engine)
         if getattr(optimizer, "requires_gradients", False) and loss_fn is None:
             raise ArgumentError(
                 f"{optimizer_name(optimizer)} learns from textual gradients: pass "
@@ -419,7 +427,7 @@ class Trainer:
         current = Candidate(module_values(self.module), origin="incumbent")
         passes: list[GradientPass] = []
 
-        async def gradients(indices: Sequence[int]) -> dict[str, Any]:
+        async def gradients(indices: Sequence[int]) -> tuple[dict[str, Any], list[float | None]]:
             for i in indices:
                 if not (isinstance(i, int) and 0 <= i < len(self.train)):
                     raise ArgumentError(f"ctx.gradients: {i!r} is not an index into train")
@@ -429,7 +437,18 @@ class Trainer:
                 )
             passes.append(await gradient_pass(self, step, indices))
             self._phase = "optimizer"
-            return gradients_of(self.named)
+            return gradients_of(self.named), passes[-1].train_scores
+
+        def run_filters(
+            candidate: Candidate, base: Candidate
+        ) -> tuple[Candidate | None, list[str]]:
+            return filter_candidate(
+                candidate,
+                base,
+                max_chars=self.max_chars,
+                reject_copies=self.reject_copies,
+                train=self.train,
+            )
 
         async def evaluate(
             candidate: Candidate, examples: Sequence[Any], *, trace: bool = False
@@ -470,6 +489,7 @@ class Trainer:
             _evaluate=evaluate,
             _gradients=gradients,
             val=self.val,
+            _filter=run_filters,
         )
         self._phase = "optimizer"
         proposals = await self.optimizer.propose(ctx)
