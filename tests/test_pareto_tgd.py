@@ -105,6 +105,7 @@ def test_a_candidate_that_leads_only_some_examples_stays_and_leads_to_the_optimu
     opt = ParetoTGD(engine=world.engine, minibatch_size=6, verbose=False)
     result, module = fit(opt, world, max_steps=12)
     assert module.instruction.value == "MASTER"
+    assert result.stopped.endswith("is perfect on every validation example")
     pool = {e["values"]["instruction"]: e for e in opt.pool}
     # TRICK lost the gate (2/6 < 4/6) but stayed in the pool: it alone leads the Y examples
     assert pool["TRICK"]["scores"] == [0, 0, 0, 0, 1, 1]

@@ -5,6 +5,7 @@ from textgraph.optim.base import CandidateOutcome, Optimizer
 from textgraph.optim.context import StepContext
 from textgraph.optim.demos import BootstrapFewShot, RandomSearchDemos
 from textgraph.optim.mipro import MIPRO
+from textgraph.optim.pareto_tgd import ParetoTGD
 from textgraph.optim.tgd import TGD, Update
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "Candidate",
     "CandidateOutcome",
     "Optimizer",
+    "ParetoTGD",
     "RandomSearchDemos",
     "StepContext",
     "Update",

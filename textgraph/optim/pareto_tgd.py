@@ -150,7 +150,7 @@ class ParetoTGD(Optimizer):
         for line in self._log:
             ctx.note(line)
         self._log = []
-        why = self._out_of_budget(len(ctx.val))
+        why = self._out_of_budget(len(ctx.val)) or self._solved()
         if why:
             self._finished = why
             ctx.note(why)
@@ -213,6 +213,12 @@ class ParetoTGD(Optimizer):
                 f"metric-call budget: {self.metric_calls} of {self.max_metric_calls} used; a "
                 f"step may need {worst} more"
             )
+        return None
+
+    def _solved(self) -> str | None:
+        for entry in self._pool:
+            if all(s >= self.perfect for s in entry["scores"]):
+                return f"{entry['id']} is perfect on every validation example"
         return None
 
     # --- reflection ----------------------------------------------------------------

@@ -129,6 +129,7 @@ class TGD(Optimizer):
         """Gradients on the step's batch, then one candidate with every rewrite."""
         names = self._names_in(ctx)
         await ctx.gradients()
+        critiques = {names[id(p)]: p.grad[:4000] for p in self.parameters if p.gradients}
         updates = await self._updates(warn_without_gradients=False)
         changes = {}
         for update in updates:
@@ -139,7 +140,13 @@ class TGD(Optimizer):
                 changes[name] = update.new_value
         if not changes:
             return []
-        return [ctx.current.with_values(changes, origin=f"tgd step {self.steps_taken}")]
+        details = {
+            "optimizer": self.name,
+            "critique": {n: c for n, c in critiques.items() if n in changes},
+        }
+        return [
+            ctx.current.with_values(changes, origin=f"tgd step {self.steps_taken}", details=details)
+        ]
 
     def _names_in(self, ctx: StepContext) -> dict[int, str]:
         """id(parameter) -> its name in the trained module; an ArgumentError naming every
@@ -180,8 +187,7 @@ class TGD(Optimizer):
         reply: the Update then carries a warning and the old value."""
         if not any(p is parameter for p in self.parameters):
             raise ArgumentError(
-                f"{parameter.id} ({parameter.role_description}) is not one of this TGD's "
-                "parameters"
+                f"{parameter.id} ({parameter.role_description}) is not one of this TGD's parameters"
             )
         engine = resolve_engine(self.engine, what="TGD rewrite")
         self.steps_taken += 1
