@@ -54,6 +54,16 @@ groups = [
         ],
     ),
     (
+        "Instruction induction and resampling (APE)",
+        "Round 0 of APE sends `num_proposals` induction requests (the paper's forward-generation template), each with a different seeded sample of training examples as input/output pairs, the program's structure and the parameter's current value. Later rounds ask for variations of the best candidates, keeping their meaning. Requests carry `purpose=\"ape\"`.",
+        ["ape_induce_system", "ape_induce_user", "ape_vary_system", "ape_vary_user"],
+    ),
+    (
+        "Optimization by prompting (OPRO)",
+        "One meta-prompt per step and text parameter, sent `candidates_per_step` times with distinct seeds: the program's structure, up to `history` past values with their validation scores (0-100) in ascending order, the best last, and a few training exemplars with their expected answers. Requests carry `purpose=\"opro\"`. ParetoTGD's rewrites use the TGD templates above.",
+        ["opro_system", "opro_user", "opro_past_value", "opro_exemplars", "opro_exemplar"],
+    ),
+    (
         "Losses",
         "`TextLoss` and `MultiFieldEvaluation` use the evaluator prompts; `MetricLoss` asks for an explanation only when the metric's score is below perfect, and shows how the prediction was produced.",
         ["loss_system", "loss_user", "metric_explain_system", "metric_explain_user"],
