@@ -54,3 +54,7 @@ def test_demos_page_runs_as_written(capsys):
 
 def test_mipro_page_runs_as_written(capsys):
     run_page("mipro.md", capsys)
+
+
+def test_instruction_search_page_runs_as_written(capsys):
+    run_page("instruction-search.md", capsys)

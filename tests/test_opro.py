@@ -150,7 +150,7 @@ def test_opro_climbs_to_the_planted_optimum_under_the_trainer():
     assert len(first.parents) == 1  # the incumbent
     # every request asked for a value that scores higher, at temperature 1.0
     request = engine.calls[0].request
-    assert request.purpose == "propose" and request.temperature == 1.0
+    assert request.purpose == "opro" and request.temperature == 1.0
     assert "different from every value above" in request.messages[-1].content
     assert "Step 1: a language-model call" in request.messages[-1].content
 

@@ -266,7 +266,7 @@ class OPRO(Optimizer):
             request = ChatRequest.from_prompts(
                 load("opro_system"),
                 user,
-                purpose="propose",
+                purpose="opro",
                 temperature=self.temperature,
                 max_tokens=self.max_tokens,
                 seed=request_seed(self.seed, ctx.step, k),
