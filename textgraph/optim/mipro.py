@@ -37,7 +37,7 @@ from textgraph.errors import ArgumentError, ConfigurationError
 from textgraph.optim.base import Optimizer
 from textgraph.optim.context import StepContext
 from textgraph.optim.demos import BootstrapResult, _check_common, demo_sets, ops_of
-from textgraph.optim.program import describe_program
+from textgraph.optim.program import describe_program, example_text
 from textgraph.optim.tgd import unique_markers
 from textgraph.prompts import fence, load, render_file
 from textgraph.structured import call_delimited
@@ -316,7 +316,7 @@ class MIPRO(Optimizer):
     async def _describe_dataset(self, ctx: StepContext, engine: Engine) -> str:
         rng = random.Random(f"{self.seed}:dataset")
         sample = rng.sample(list(ctx.train), min(self.examples_shown, len(ctx.train)))
-        blocks = "\n".join(f"<EXAMPLE>\n{fence(_example_text(e))}\n</EXAMPLE>" for e in sample)
+        blocks = "\n".join(f"<EXAMPLE>\n{fence(example_text(e))}\n</EXAMPLE>" for e in sample)
         start, end = unique_markers(blocks, f"mipro-dataset|{self.seed}")
         request = ChatRequest.from_prompts(
             load("mipro_dataset_system"),
@@ -455,13 +455,3 @@ class MIPRO(Optimizer):
             "max_rounds": self.max_rounds,
             "concurrency": self.concurrency,
         }
-
-
-def _example_text(example: Any) -> str:
-    from pydantic import BaseModel
-
-    if isinstance(example, BaseModel):
-        example = example.model_dump()
-    if isinstance(example, dict):
-        return "\n".join(f"{k}: {v}" for k, v in example.items())
-    return str(example)

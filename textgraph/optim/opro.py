@@ -58,8 +58,7 @@ from textgraph.errors import ArgumentError, ContentFiltered, StateDictError, Tru
 from textgraph.optim.base import CandidateOutcome, Optimizer
 from textgraph.optim.context import StepContext
 from textgraph.optim.demos import ops_of
-from textgraph.optim.mipro import _example_text
-from textgraph.optim.program import describe_program
+from textgraph.optim.program import describe_program, example_text
 from textgraph.optim.tgd import unique_markers
 from textgraph.prompts import fence, load, render_file
 from textgraph.structured import call_delimited
@@ -237,7 +236,7 @@ class OPRO(Optimizer):
                 "opro_exemplars",
                 count=str(len(examples)),
                 examples="\n".join(
-                    render_file("opro_exemplar", example=fence(_example_text(x))) for x in examples
+                    render_file("opro_exemplar", example=fence(example_text(x))) for x in examples
                 ),
             )
             + "\n"

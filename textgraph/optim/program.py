@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from textgraph.module import Module
 from textgraph.ops.base import Node, Operation
 from textgraph.variable import Variable
@@ -87,3 +89,12 @@ def _describe_op(op: Operation, names: dict[int, str]) -> str:
     if fields:
         parts.append("template fields: " + ", ".join(fields))
     return "; ".join(parts)
+
+
+def example_text(example: Any) -> str:
+    """An example as `field: value` lines (every field), for prompts that show data."""
+    if isinstance(example, BaseModel):
+        example = example.model_dump()
+    if isinstance(example, dict):
+        return "\n".join(f"{k}: {v}" for k, v in example.items())
+    return str(example)
