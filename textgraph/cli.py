@@ -180,7 +180,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from textgraph.report.terminal import show_run
 
-    show_run(args.run_dir, step=args.step)
+    show_run(args.run_dir, step=args.step, lineage=args.lineage)
     return 0
 
 
@@ -288,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("run_dir")
     show.add_argument("--step", type=int, help="show one step in detail")
+    show.add_argument(
+        "--lineage",
+        action="store_true",
+        help="show every candidate as a tree under the candidate it was made from",
+    )
     show.set_defaults(handler=_show)
 
     report = commands.add_parser(

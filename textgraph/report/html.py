@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from textgraph._io import atomic_write_text
+from textgraph._text import shorten
 from textgraph.demos import readable_value
 from textgraph.eval.pareto import BUILTIN, ParetoEntry, pareto_front
+from textgraph.report.lineage import LineageNode, Part, lineage, split, walk
 from textgraph.report.svg import (
     KIND_COLOURS,
     ScatterPoint,
@@ -66,6 +68,15 @@ code{background:#eef;padding:0 4px;border-radius:3px;font-size:12px}
 border-radius:4px;font-size:13px} .notes ul{margin:2px 0}
 .pool tr.front td{background:#e8f0fe} .pool tr.selected td{background:#fff3e0}
 .pool td pre{max-height:160px;max-width:520px}
+.initial{background:#37474f} .lineage-tree{overflow-x:auto}
+ul.lineage{list-style:none;margin:2px 0;padding-left:14px;border-left:1px dotted #bbb}
+.lineage-tree>ul.lineage{padding-left:0;border-left:none}
+ul.lineage li{margin:3px 0;font-size:13px} ul.lineage li.dropped>.ln-head{opacity:.6;
+font-style:italic} ul.lineage li.dropped>.ln-head code{border:1px dashed #999;background:none}
+.ln-head .origin{color:#555} .mark{font-size:12px;padding:0 5px;border-radius:3px}
+.mark.front{background:#e8f0fe;color:#1a237e} .mark.sel{background:#fff3e0;color:#e65100;
+font-weight:bold} .merge{color:#4a148c;font-size:12px} .ln-note{color:#b71c1c;font-size:12px}
+ul.lineage details>summary{cursor:pointer;font-size:12px;color:#555}
 """
 
 SCRIPT = """
@@ -212,6 +223,7 @@ _STATUS_CLASS = {
     "unchanged": "unchanged",
     "duplicate": "unchanged",
     "proposed": "proposed",
+    "initial": "initial",
 }
 
 
@@ -538,6 +550,136 @@ def _pareto_section(
     )
 
 
+LINEAGE_FOLD = 12  # a node with several children and more descendants than this folds
+LINEAGE_DEPTH = 30  # levels per list; a longer chain goes on below ("continued from <id>")
+
+
+def _lineage_tooltip(node: LineageNode) -> str:
+    lines = [node.why] if node.why else []
+    lines += [f"{name}: {shorten(value, 160)}" for name, value in node.new_values.items()]
+    if len(node.proposals) > 1:
+        lines.append(
+            "proposed " + ", ".join(f"at step {p.step} ({p.status})" for p in node.proposals)
+        )
+    return "\n".join(lines)
+
+
+def _lineage_head(node: LineageNode) -> str:
+    parts = [f"<code class='cid'>{escape(node.id)}</code>", _badge(node.status)]
+    if node.origin and node.origin != node.status:
+        parts.append(f"<span class='origin'>{escape(node.origin)}</span>")
+    facts = [f"<a href='#step-{node.step}'>step {node.step}</a>" if node.step else "step 0"]
+    facts.append(f"val {_fmt(node.val_score)}")
+    if node.changed:
+        facts.append("changed " + escape(", ".join(node.changed)))
+    again = node.proposals[1:]
+    if again:
+        facts.append("again at " + escape(", ".join(f"step {p.step} ({p.status})" for p in again)))
+    parts.append(f"<span class='meta'>{' · '.join(facts)}</span>")
+    if node.on_front:
+        parts.append("<span class='mark front'>★ front</span>")
+    if node.selected:
+        parts.append("<span class='mark sel'>selected</span>")
+    if node.is_merge:
+        parts.append(f"<span class='merge'>{escape(node.merge_label)}</span>")
+    if node.note:
+        parts.append(f"<span class='ln-note'>{escape(node.note)}</span>")
+    return f"<span class='ln-head'>{' '.join(parts)}</span>"
+
+
+def _lineage_section(run: RunDir, steps: list[StepRecord]) -> str:
+    unplaced = sum(1 for s in steps for c in s.candidates if not c.id)
+    old = (
+        f"<p class='meta'>{unplaced} candidate{'s' if unplaced != 1 else ''} of steps written "
+        "before run format 2 have no id and are not in the tree.</p>"
+        if unplaced
+        else ""
+    )
+    roots = lineage(run)
+    if not roots:
+        return "<p>The run records no candidate ids (no initial values, no checkpoint).</p>" + old
+    order = list(walk(roots))
+    n = len(order)
+    dropped = sum(1 for _, node in order if node.dropped)
+    others = len(roots) - 1
+    said = [
+        f"{n} candidate{'s' if n != 1 else ''}, from the initial values down: each under the "
+        "candidate it was made from (a merge of two, under the first)."
+    ]
+    if dropped:
+        said.append(f"{dropped} never evaluated (filtered, unchanged or duplicate; faded).")
+    if others:
+        said.append(
+            f"{others} other root{'s' if others > 1 else ''}: "
+            + ("candidates whose parents are" if others > 1 else "a candidate whose parents are")
+            + " not in the records."
+        )
+    said.append("Hover over a candidate for why it was proposed and the values it changed.")
+    intro = f"<p>{' '.join(said)}</p>"
+    return intro + old + lineage_html(roots)
+
+
+def lineage_html(roots: list[LineageNode]) -> str:
+    """The lineage as nested lists; a node with several children and more than
+    LINEAGE_FOLD descendants puts them in a <details> (open) that folds. A branch deeper
+    than LINEAGE_DEPTH goes on in a list below, linked both ways."""
+    # descendants of each node, without recursion (a run may have thousands of steps)
+    size: dict[int, int] = {}
+    for _, node in reversed(list(walk(roots))):
+        size[id(node)] = sum(1 + size[id(c)] for c in node.children)
+    return "".join(_lineage_part(part, size) for part in split(roots, LINEAGE_DEPTH))
+
+
+def _lineage_part(part: Part, size: dict[int, int]) -> str:
+    out = []
+    if part.continues is not None:
+        cid = escape(part.continues)
+        out.append(
+            f"<p class='meta' id='lineage-from-{cid}'>continued from "
+            f"<a href='#lineage-{cid}'><code>{cid}</code></a></p>"
+        )
+    out.append("<div class='lineage-tree'><ul class='lineage'>")
+    open_: list[tuple[int, LineageNode]] = []  # nodes whose children's list is open
+
+    def folds(node: LineageNode) -> bool:
+        return len(node.children) > 1 and size[id(node)] > LINEAGE_FOLD
+
+    def close(node: LineageNode) -> None:
+        out.append("</ul>" + ("</details>" if folds(node) else "") + "</li>")
+
+    for depth, node in part.rows:
+        while open_ and open_[-1][0] >= depth:
+            close(open_.pop()[1])
+        classes = ["ln", f"st-{_status_class(node.status)}"]
+        classes += [c for c, on in (("dropped", node.dropped), ("front", node.on_front)) if on]
+        if node.selected:
+            classes.append("selected")
+        tooltip = _lineage_tooltip(node)
+        title = f" title='{escape(tooltip)}'" if tooltip else ""
+        out.append(
+            f"<li class='{' '.join(classes)}' id='lineage-{escape(node.id)}'{title}>"
+            f"{_lineage_head(node)}"
+        )
+        if node.id in part.cut:
+            cid = escape(node.id)
+            out.append(
+                f"<ul class='lineage'><li class='more'><a href='#lineage-from-{cid}'>"
+                f"… {size[id(node)]} more: continued below</a></li></ul></li>"
+            )
+            continue
+        if not node.children:
+            out.append("</li>")
+            continue
+        if folds(node):
+            out.append(f"<details open><summary>{size[id(node)]} descendants</summary>")
+        out.append("<ul class='lineage'>")
+        open_.append((depth, node))
+    while open_:
+        close(open_.pop()[1])
+    out.append("</ul></div>")
+    return "".join(out)
+
+
 def build_report(run_dir: str | os.PathLike[str]) -> str:
     run = RunDir.open(run_dir)
     config = run.read_config()
@@ -611,6 +753,7 @@ gate {escape(str(config.get("gate")))} · {escape(optimizer)}{len(steps)} steps<
 <section><h2>Computation graph</h2>{graph_section}</section>
 <section id="pareto"><h2>Candidates and the Pareto front</h2>
 {_pareto_section(run, config, steps, summary)}</section>
+<section id="lineage"><h2>Lineage</h2>{_lineage_section(run, steps)}</section>
 <section><h2>Steps</h2>{_timeline(steps)}</section>
 <section><h2>Parameter versions</h2>{_versions(config, steps)}</section>
 </main>

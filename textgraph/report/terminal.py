@@ -19,6 +19,8 @@ from rich.tree import Tree
 
 from textgraph._text import shorten
 from textgraph.demos import readable_value
+from textgraph.report.lineage import LineageNode, split, walk
+from textgraph.report.lineage import lineage as run_lineage
 from textgraph.runs import RunDir, RunError, StepRecord, Summary
 
 
@@ -187,6 +189,75 @@ def graph_tree(record: dict[str, Any]) -> Tree:
     return tree
 
 
+STATUS_STYLES = {
+    "accepted": "bold green",
+    "initial": "bold cyan",
+    "rejected": "red",
+    "not selected": "yellow",
+    "proposed": "blue",
+    "filtered": "magenta",
+    "unchanged": "dim",
+    "duplicate": "dim",
+}
+
+
+def lineage_label(node: LineageNode) -> Text:
+    """One line: id, status, origin, step, val score, markers; never markup."""
+    text = Text(node.id, style="dim" if node.dropped else "bold")
+    text.append(" ")
+    text.append(node.status, style=STATUS_STYLES.get(node.status, ""))
+    if node.origin and node.origin != node.status:
+        text.append(" · ", style="dim")
+        text.append(shorten(node.origin, 60), style="dim italic" if node.dropped else "")
+    text.append(f" · step {node.step} · val {_score(node.val_score)}", style="dim")
+    if node.on_front:
+        text.append(" ★ front", style="bold yellow")
+    if node.selected:
+        text.append(" ◆ selected", style="bold magenta")
+    if node.is_merge:
+        text.append(f" · {node.merge_label}", style="magenta")
+    if node.changed:
+        text.append(" · changed " + ", ".join(node.changed), style="cyan")
+    again = node.proposals[1:]
+    if again:
+        text.append(
+            " · again at " + ", ".join(f"step {p.step} ({p.status})" for p in again), style="dim"
+        )
+    if node.note:
+        text.append(f" ({node.note})", style="red")
+    if node.why:
+        text.append(" — " + shorten(node.why, 60), style="dim")
+    return text
+
+
+LINEAGE_DEPTH = 8  # levels per tree; a longer chain goes on in a tree of its own
+
+
+def lineage_tree(
+    roots: Sequence[LineageNode], title: str = "lineage", max_depth: int = LINEAGE_DEPTH
+) -> Group:
+    """Every candidate under the one it was made from (a merge under its first parent).
+    A branch deeper than max_depth goes on in a further tree, "continued from <id>"."""
+    trees = []
+    for part in split(roots, max_depth):
+        label = (
+            Text(title, style="bold")
+            if part.continues is None
+            else Text(f"continued from {part.continues}", style="bold")
+        )
+        tree = Tree(label)
+        branches: list[Tree] = [tree]
+        for depth, node in part.rows:
+            del branches[depth + 1 :]
+            branch = branches[depth].add(lineage_label(node))
+            branches.append(branch)
+            if node.id in part.cut:
+                n = sum(1 for _ in walk(node.children))
+                branch.add(Text(f"… {n} more: continued from {node.id} below", style="dim italic"))
+        trees.append(tree)
+    return Group(*trees)
+
+
 def show(variable: Any, console: Console | None = None) -> None:
     """Print the tree of critiques from `variable` (usually a loss) back to the parameters."""
     from textgraph.graph import graph_record
@@ -194,7 +265,15 @@ def show(variable: Any, console: Console | None = None) -> None:
     (console or Console()).print(graph_tree(graph_record(variable)))
 
 
-def show_run(path: str, step: int | None = None, console: Console | None = None) -> None:
+def show_run(
+    path: str,
+    step: int | None = None,
+    console: Console | None = None,
+    *,
+    lineage: bool = False,
+) -> None:
+    """The run's header, then its steps (or one step with `step`); with `lineage`, the
+    tree of every candidate instead of the steps table."""
     console = console or Console()
     run = RunDir.open(path)
     steps = run.read_steps()
@@ -221,6 +300,18 @@ def show_run(path: str, step: int | None = None, console: Console | None = None)
             "[yellow]no summary.json: the run is in progress or was interrupted "
             "(textgraph run ... --resume continues it)[/yellow]"
         )
+    if lineage:
+        roots = run_lineage(run)
+        n = sum(1 for _ in walk(roots))
+        console.print(
+            lineage_tree(
+                roots,
+                f"lineage: {n} candidate{'s' if n != 1 else ''} "
+                "(each under the one it was made from; a merge under its first parent)",
+            )
+        )
+        if step is None:
+            return
     if step is not None:
         match = [r for r in steps if r.step == step]
         if not match:
