@@ -26,6 +26,7 @@ groups = [
             "context_field",
             "context_function",
             "context_retrieve",
+            "context_compress",
             "context_evaluation",
         ],
     ),
@@ -62,6 +63,11 @@ groups = [
         "Optimization by prompting (OPRO)",
         "One meta-prompt per step and text parameter, sent `candidates_per_step` times with distinct seeds: the program's structure, up to `history` past values with their validation scores (0-100) in ascending order, the best last, and a few training exemplars with their expected answers. Requests carry `purpose=\"opro\"`. ParetoTGD's rewrites use the TGD templates above.",
         ["opro_system", "opro_user", "opro_past_value", "opro_exemplars", "opro_exemplar"],
+    ),
+    (
+        "Compression (tg.Compress)",
+        "`tg.Compress` makes no LLM call: its backward passes the feedback on the compressed text through to the original (and to a rate Variable), with this note of what was removed, so a critique that says information was missing can be traced to the compression.",
+        ["compress_feedback"],
     ),
     (
         "Losses",

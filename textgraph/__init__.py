@@ -7,8 +7,9 @@ requires a gradient; an optimizer rewrites those variables.
 
 import logging
 
-from textgraph import engines, optim, report
+from textgraph import compression, engines, optim, report
 from textgraph.candidate import Candidate
+from textgraph.compression import compress
 from textgraph.demos import Demo, Demos
 from textgraph.engines.context import use_engine
 from textgraph.engines.registry import get_engine
@@ -45,6 +46,7 @@ from textgraph.losses import (
 )
 from textgraph.module import Module
 from textgraph.ops import (
+    Compress,
     Concat,
     FormattedLLMCall,
     FunctionOp,
@@ -80,6 +82,7 @@ __all__ = [
     "CacheError",
     "Candidate",
     "CodeTestLoss",
+    "Compress",
     "Concat",
     "ConfigurationError",
     "ContentFiltered",
@@ -124,6 +127,8 @@ __all__ = [
     "Update",
     "Variable",
     "ancestry",
+    "compress",
+    "compression",
     "concat",
     "engines",
     "evaluate",

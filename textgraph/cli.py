@@ -9,6 +9,7 @@ import argparse
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -227,6 +228,44 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress(args: argparse.Namespace) -> int:
+    from textgraph.compression import PerplexityCompressor, compress
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise ArgumentError(f"{path} is not a file: give the text file to compress")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArgumentError(f"{path} is not UTF-8 text ({exc.reason})") from None
+    rate = None if args.target_tokens is not None else args.rate
+    compressor = PerplexityCompressor(protect=args.protect or ())
+    result = compress(
+        text,
+        rate=rate,
+        question=args.question,
+        compressor=compressor,
+        target_tokens=args.target_tokens,
+    )
+    if args.output:
+        Path(args.output).write_text(result.text, encoding="utf-8")
+    if args.json:
+        print(json.dumps(result.model_dump(exclude={"kept_mask", "spans"}), indent=2))
+    elif not args.output:
+        print(result.text)
+    summary = (
+        f"{result.original_tokens} -> {result.compressed_tokens} tokens "
+        f"(ratio {result.ratio:.2f}, requested {result.requested_ratio:.2f}"
+        + (", question-aware" if result.question_aware else "")
+        + ")"
+        + (f"; wrote {args.output}" if args.output else "")
+    )
+    print(summary, file=sys.stderr)
+    if result.reason:
+        print(f"note: {result.reason}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="textgraph",
@@ -305,6 +344,26 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir")
     report.add_argument("-o", "--output", default="report.html", help="file to write")
     report.set_defaults(handler=_report)
+
+    comp = commands.add_parser(
+        "compress",
+        help="compress a text file with the embedded small model (LLMLingua-style)",
+        description="Drop the tokens a small language model finds predictable (the embedded "
+        "SmolLM2 through llama.cpp), keeping numbers, {placeholders}, tags and code. Prints "
+        "the compressed text (or writes -o FILE) and the token counts before and after.",
+    )
+    comp.add_argument("file", help="a UTF-8 text file")
+    comp.add_argument(
+        "--rate", type=float, default=0.5, help="fraction of tokens kept (default 0.5: 2x)"
+    )
+    comp.add_argument("--target-tokens", type=int, help="tokens to keep (instead of --rate)")
+    comp.add_argument("--question", help="keep what this question needs (question-aware)")
+    comp.add_argument(
+        "--protect", action="append", metavar="REGEX", help="never drop matches (repeatable)"
+    )
+    comp.add_argument("-o", "--output", help="write the compressed text here")
+    comp.add_argument("--json", action="store_true", help="print the result as JSON")
+    comp.set_defaults(handler=_compress)
 
     cache = commands.add_parser(
         "cache",

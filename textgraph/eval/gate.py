@@ -48,8 +48,11 @@ def decide(
     best_score: float | None,
     alpha: float = 0.05,
     seed: int = 0,
+    tolerance: float = 0.0,
 ) -> GateDecision:
-    """Decide on full per-example validation scores of the candidate (and incumbent)."""
+    """Decide on full per-example validation scores of the candidate (and incumbent).
+    tolerance: how far below the best a candidate may score and still pass not_worse (an
+    optimizer that trades score for something else, such as compression, declares it)."""
     values = gate_scores(candidate)
     score = sum(values) / len(values) if values else None
     old = _fmt(best_score)
@@ -68,8 +71,13 @@ def decide(
         why = test.describe(alpha)
         word = "accepted" if ok else "rejected"
         return GateDecision(ok, f"{word}: val {old} -> {score:.3f}; {why}", score, test)
-    ok = score > best_score if gate == "better" else score >= best_score
-    return GateDecision(ok, f"{'accepted' if ok else 'rejected'}: val {old} -> {score:.3f}", score)
+    if gate == "better":
+        ok = score > best_score
+    else:
+        ok = score >= best_score - tolerance - 1e-12
+    within = f" (within the optimizer's tolerance {tolerance:g})" if tolerance and ok else ""
+    word = "accepted" if ok else "rejected"
+    return GateDecision(ok, f"{word}: val {old} -> {score:.3f}{within}", score)
 
 
 def _fmt(score: float | None) -> str:

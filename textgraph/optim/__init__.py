@@ -3,6 +3,7 @@
 from textgraph.candidate import Candidate
 from textgraph.optim.ape import APE
 from textgraph.optim.base import CandidateOutcome, Optimizer
+from textgraph.optim.compress import Compress
 from textgraph.optim.context import StepContext
 from textgraph.optim.demos import BootstrapFewShot, RandomSearchDemos
 from textgraph.optim.mipro import MIPRO
@@ -18,6 +19,7 @@ __all__ = [
     "BootstrapFewShot",
     "Candidate",
     "CandidateOutcome",
+    "Compress",
     "Optimizer",
     "ParetoTGD",
     "RandomSearchDemos",

@@ -37,6 +37,9 @@ class Optimizer(abc.ABC):
     requires_gradients: ClassVar[bool] = False
     #: The label in records and reports (default: the class name).
     name: ClassVar[str] = ""
+    #: How far below the best score a candidate may be and still pass the not_worse gate:
+    #: for optimizers that trade score for something else (compression). Default 0.
+    gate_tolerance: float = 0.0
 
     @abc.abstractmethod
     async def propose(self, ctx: StepContext) -> list[Candidate]:
@@ -44,6 +47,12 @@ class Optimizer(abc.ABC):
 
     def observe(self, outcomes: list[CandidateOutcome]) -> None:  # noqa: B027 - optional hook
         """Learn from this step's outcomes (optional)."""
+
+    def choose(self, validated: list[tuple[Candidate, EvalResult]]) -> Candidate | None:
+        """Which of this step's fully validated candidates the gate judges (optional).
+        None (the default): the one with the best validation score. An optimizer that
+        trades score for something else (compression) picks its own."""
+        return None
 
     def finished(self) -> str | None:
         """Why there is nothing left to propose (the loop then stops), or None."""

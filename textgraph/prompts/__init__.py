@@ -36,6 +36,9 @@ SECTION_TAGS = (
     "PREDICTION",
     "TARGET",
     "DEMONSTRATIONS",
+    "COMPRESSION",
+    "RATE",
+    "REMOVED",
 )
 _TAG_LOOKALIKE = re.compile(r"<(/?)(" + "|".join(SECTION_TAGS) + r")\b", re.IGNORECASE)
 

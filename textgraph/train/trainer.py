@@ -628,6 +628,16 @@ class Trainer:
         order = sorted(
             range(len(remaining)), key=lambda i: -(results[i].gate_mean() or 0.0)
         )  # stable: the first proposed wins ties
+        chooser = getattr(self.optimizer, "choose", None)
+        chosen = chooser(list(zip(remaining, results, strict=True))) if chooser else None
+        if chosen is not None:
+            if not any(chosen is c or chosen == c for c in remaining):
+                raise ArgumentError(
+                    f"{optimizer_name(self.optimizer)}.choose() must return one of the "
+                    f"candidates it was given (or None), got {chosen!r:.80}"
+                )
+            at = next(i for i, c in enumerate(remaining) if c == chosen)
+            order = [at] + [i for i in order if i != at]
         top_i = order[0]
         top, top_result = remaining[top_i], results[top_i]
         incumbent = None
@@ -635,7 +645,12 @@ class Trainer:
             incumbent = (await self._evaluate(current, "val", errors=errors)).scores
         if incumbent is not None and (top_result.n_failed or None in incumbent):
             verdict = _decide_on_common(
-                self.gate, top_result.scores, incumbent, self.alpha, self.seed * 1000 + step
+                self.gate,
+                top_result.scores,
+                incumbent,
+                self.alpha,
+                self.seed * 1000 + step,
+                _tolerance(self.optimizer),
             )
         else:
             verdict = decide(
@@ -645,12 +660,16 @@ class Trainer:
                 best_score=state.best_score,
                 alpha=self.alpha,
                 seed=self.seed * 1000 + step,
+                tolerance=_tolerance(self.optimizer),
             )
         for i in order[1:]:
             c = remaining[i]
             why = (
                 f"not selected: {top.id} scored higher on val "
                 f"({top_result.gate_mean():.3f} vs {results[i].gate_mean():.3f})"
+                if chosen is None
+                else f"not selected: the optimizer chose {top.id} "
+                f"(val {top_result.gate_mean():.3f}; this one {results[i].gate_mean():.3f})"
             )
             records[c.id].status, records[c.id].reason = "not selected", why
             outcomes.append(
@@ -1075,6 +1094,7 @@ def _decide_on_common(
     incumbent: list[float | None],
     alpha: float,
     seed: int,
+    tolerance: float = 0.0,
 ) -> GateDecision:
     """Some validation examples could not be scored: compare the candidate with the
     incumbent only on the examples both scored; with none in common, keep the incumbent."""
@@ -1094,7 +1114,7 @@ def _decide_on_common(
     cand = [candidate[i] for i in both]
     inc = [incumbent[i] for i in both]
     old = sum(x for x in inc if x is not None) / len(inc)
-    verdict = decide(gate, cand, inc, best_score=old, alpha=alpha, seed=seed)
+    verdict = decide(gate, cand, inc, best_score=old, alpha=alpha, seed=seed, tolerance=tolerance)
     scored = [c for c in candidate if c is not None]
     score = sum(scored) / len(scored) if scored else None
     note = (
@@ -1102,6 +1122,15 @@ def _decide_on_common(
         f"scored; {failed} failed for the candidate)"
     )
     return GateDecision(verdict.accepted, verdict.reason + note, score, verdict.test)
+
+
+def _tolerance(optimizer: Any) -> float:
+    value = getattr(optimizer, "gate_tolerance", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ArgumentError(
+            f"{optimizer_name(optimizer)}.gate_tolerance must be a number >= 0, got {value!r}"
+        )
+    return float(value)
 
 
 async def _none() -> None:
