@@ -58,3 +58,7 @@ def test_mipro_page_runs_as_written(capsys):
 
 def test_instruction_search_page_runs_as_written(capsys):
     run_page("instruction-search.md", capsys)
+
+
+def test_compression_page_runs_as_written(capsys):
+    run_page("compression.md", capsys)
