@@ -19,6 +19,18 @@ instruction proposal (its prompt carries a "Style tip:") and a DSPy
 `proposed_instruction` field get a distinct instruction per prompt, so no
 proposal is dropped as a duplicate.
 
+The Pareto bench (bench/pareto.py) runs textgraph's ParetoTGD and GEPA on tickets whose
+instruction starts as PARETO_START. Two kinds of tricky tickets are routed right only when
+the instruction carries their rule (PARETO_RULES: "but now" -> the keyword after it; "not
+about" -> skip the keyword after it); a third kind names no keyword and no rule fixes it.
+The bench's metric feedback on a ticket that needs a missing rule quotes that rule, so every
+reflection-like request learns the same way: GEPA's reflection prompt, textgraph's backward
+request (its critique quotes the rules in its <FEEDBACK>) and textgraph's rewrite request
+(optimizer markers) are answered with PARETO_START plus every rule the prompt quotes (the
+parent's own and the feedback's) and a revision tag hashed from the prompt, so a reflection
+that learns nothing still proposes a distinct text, as a real model would. `request_kind`
+names what each request is (task, reflection, backward, rewrite, ...) for the counters.
+
     python bench/server.py --latency 0.1     # prints {"port": N}, serves until killed
 """
 
@@ -67,6 +79,24 @@ INSTRUCTION = (
 )
 _TICKET = re.compile(r"Ticket \d+: [^\n]*")
 _MIPRO_PROPOSAL = "Style tip:"  # in textgraph's prompts/mipro_instruction_user.txt
+# The Pareto bench's task (bench/pareto.py): rules an instruction can learn from feedback.
+PARETO_START = (
+    "Send each support ticket to the team that handles it: billing, account, technical or "
+    "shipping. Reply with the team name only."
+)
+PARETO_RULES = {  # rule text -> (trigger words in a ticket, keywords to skip after them)
+    "Rule: when a ticket says 'but now', route it by the first keyword after those words.": (
+        "but now",
+        0,
+    ),
+    "Rule: when a ticket says 'not about', skip the keyword right after those words.": (
+        "not about",
+        1,
+    ),
+}
+_GEPA_REFLECTION = "Your task is to write a new instruction for the assistant."  # GEPA 0.1.4
+_TG_BACKWARD = "Give feedback on the following variable"  # textgraph's backward_targets.txt
+_FEEDBACK_SECTION = re.compile(r"<FEEDBACK>(.*?)</FEEDBACK>", re.S)
 
 
 def dspy_fields(text: str) -> list[str] | None:
@@ -77,28 +107,83 @@ def dspy_fields(text: str) -> list[str] | None:
     return _DSPY_FIELD.findall(section.group(1)) if section else None
 
 
-def ticket_team(text: str) -> str | None:
+def ticket_team(text: str, rules: tuple[str, ...] | list[str] = ()) -> str | None:
     """The team of the first keyword in the last ticket of `text` ("other" when it names
-    none), or None when `text` holds no ticket."""
+    none), or None when `text` holds no ticket. `rules` (PARETO_RULES texts the instruction
+    carries) change the pick on the tickets they are about."""
     tickets = _TICKET.findall(text)
     if not tickets:
         return None
-    for word in re.findall(r"[a-z]+", tickets[-1].lower()):
+    ticket = tickets[-1].lower()
+    for rule in rules:
+        trigger, skip = PARETO_RULES[rule]
+        if trigger in ticket:
+            after = [w for w in re.findall(r"[a-z]+", ticket.split(trigger, 1)[1]) if w in TEAMS]
+            if len(after) > skip:
+                return TEAMS[after[skip]]
+    for word in re.findall(r"[a-z]+", ticket):
         if word in TEAMS:
             return TEAMS[word]
     return "other"
 
 
+def pareto_rules(text: str) -> list[str]:
+    """The PARETO_RULES texts that `text` quotes, in PARETO_RULES order."""
+    return [rule for rule in PARETO_RULES if rule in text]
+
+
+def pareto_instruction(text: str) -> str:
+    """The Pareto bench's answer to a reflection or rewrite prompt: PARETO_START, every rule
+    the prompt quotes, and a revision tag hashed from the prompt."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return " ".join([PARETO_START, *pareto_rules(text), f"(revision {digest})"])
+
+
+def request_kind(request: ChatRequest) -> str:
+    """What a request to the bench server is: "reflection" (GEPA's proposal prompt),
+    "rewrite" / "backward" (textgraph's optimizer and backward requests on the Pareto
+    bench), "optimizer" (any other textgraph or TextGrad optimizer request), "dspy" (a DSPy
+    ChatAdapter call), "task" (the last message is a ticket), or "other"."""
+    text = request.prompt_text()
+    if _GEPA_REFLECTION in text:
+        return "reflection"
+    if _MARKERS.search(text) or "<IMPROVED_VARIABLE>" in text:
+        return "rewrite" if PARETO_START in text else "optimizer"
+    if PARETO_START in text and _TG_BACKWARD in text:
+        return "backward"
+    if dspy_fields(text):
+        return "dspy"
+    last = request.messages[-1].content if request.messages else ""
+    return "task" if _TICKET.search(last) else "other"
+
+
+def _pareto_backward(text: str) -> str:
+    section = _FEEDBACK_SECTION.search(text)
+    rules = pareto_rules(section.group(1) if section else text)
+    if not rules:
+        return "No rule in the instruction would have routed this ticket right; keep it."
+    return "The instruction lacks a rule this ticket needs. Add: " + " ".join(rules)
+
+
 def bench_reply(request: ChatRequest) -> str:
     text = request.prompt_text()
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    if _GEPA_REFLECTION in text:
+        return f"```\n{pareto_instruction(text)}\n```"
     ours = _MARKERS.search(text)
     if ours or "<IMPROVED_VARIABLE>" in text:
-        value = f"{INSTRUCTION} (variant {digest})" if _MIPRO_PROPOSAL in text else NEW_VALUE
+        if PARETO_START in text:
+            value = pareto_instruction(text)
+        elif _MIPRO_PROPOSAL in text:
+            value = f"{INSTRUCTION} (variant {digest})"
+        else:
+            value = NEW_VALUE
         parts = [f"<IMPROVED_VARIABLE>{value}</IMPROVED_VARIABLE>"]
         if ours:
             parts.append(f"{ours.group(1)}\n{value}\n{ours.group(2)}")
         return "\n".join(parts)
+    if PARETO_START in text and _TG_BACKWARD in text:
+        return _pareto_backward(text)
     answer = f"[{digest}] {FILLER}"
     last = request.messages[-1].content if request.messages else ""
     fields = dspy_fields(text)
@@ -109,7 +194,8 @@ def bench_reply(request: ChatRequest) -> str:
             "".join(f"[[ ## {name} ## ]]\n{values.get(name) or answer}\n\n" for name in fields)
             + "[[ ## completed ## ]]"
         )
-    return ticket_team(last) or answer
+    instruction = "\n".join(m.content for m in request.messages[:-1])
+    return ticket_team(last, pareto_rules(instruction)) or answer
 
 
 def start_server(latency: float, max_requests: int = 1_000_000) -> LLMTestServer:

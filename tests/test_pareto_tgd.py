@@ -180,6 +180,8 @@ def test_the_budget_is_never_exceeded_and_counts_every_scored_example():
     assert opt.metric_calls <= 30
     assert opt.metric_calls + 2 * 2 + 6 > 30  # the next step could have overrun it
     assert world.forward == opt.metric_calls  # one forward call per scored example
+    # decided before the step: no empty last step in the record
+    assert not any("metric-call budget" in " ".join(r.notes) for r in result.history)
 
 
 def test_merge_combines_two_candidates_that_lead_different_examples():

@@ -117,6 +117,9 @@ class ParetoTGD(Optimizer):
     # --- the loop's view ----------------------------------------------------------
 
     def finished(self) -> str | None:
+        # Decided before a step when possible, so the run does not record an empty one.
+        if self._finished is None and self._pool:
+            self._finished = self._out_of_budget(len(self._pool[0]["scores"])) or self._solved()
         return self._finished
 
     @property
