@@ -17,6 +17,7 @@ import random
 import re
 import threading
 import types
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -227,6 +228,66 @@ def test_budget_controller_meets_the_rate_within_5_percent(rate):
     assert max(errors) <= 0.05, max(errors)
 
 
+class PieceScorer(ScriptedScorer):
+    """Sub-word units like a BPE model's: up to 3 characters, a space joins the piece after
+    it (" mou", "nta", "in")."""
+
+    def tokenize(self, text):
+        spans = [m.span() for m in re.finditer(r"\s*\S{1,3}", text)]
+        if spans and spans[-1][1] < len(text):
+            spans[-1] = (spans[-1][0], len(text))
+        return spans or word_spans(text)
+
+    def score(self, text, *, context=""):
+        self.calls.append((text, context))
+        spans = self.tokenize(text)
+        lp = [-(zlib.crc32(text[a:b].encode()) % 1000) / 125.0 - 0.01 for a, b in spans]
+        return TokenScores(tuple(spans), np.array(lp))
+
+
+@pytest.mark.parametrize("rate", [0.33, 0.5, 0.8])
+def test_word_granularity_meets_the_rate_and_keeps_words_whole(rate):
+    rng = random.Random(int(rate * 1000))
+    comp = PerplexityCompressor(PieceScorer(), granularity="word", segment_tokens=40)
+    for i in range(60):
+        text = random_text(rng, rng.randint(30, 200))
+        question = "which castle?" if i % 2 else None
+        result = comp.compress(text, rate=rate, question=question)
+        assert result.original_tokens >= 50
+        assert abs(result.ratio - rate) <= 0.05 * rate, (result.ratio, rate)
+        assert rebuild(text, result) == result.text
+        # every kept word is a whole word of the text, except what the last segment's
+        # fill took from the end
+        original = set(re.findall(r"\w+", text))
+        words = re.findall(r"\w+", result.text)
+        broken = [w for w in words if w not in original]
+        assert len(broken) <= 3, broken
+
+
+def test_word_granularity_keeps_the_surprising_words_whole():
+    # the first piece of a word carries its surprise; in token mode the rest of the word,
+    # predictable, would be dropped
+    class FirstPiece(PieceScorer):
+        def score(self, text, *, context=""):
+            spans = self.tokenize(text)
+            lp = []
+            for a, _ in spans:
+                first = a == 0 or not text[a - 1].isalnum() or not text[a].isalnum()
+                word = re.match(r"\s*(\w*)", text[a:]).group(1)
+                if not first:
+                    lp.append(-0.01)  # the rest of a word is predictable
+                else:
+                    lp.append(-8.0 if word in ("mountain", "glacier") else -0.5)
+            return TokenScores(tuple(spans), np.array(lp))
+
+    text = "the mountain and the glacier were seen by the people of the valley today"
+    tokens = PerplexityCompressor(FirstPiece()).compress(text, target_tokens=6)
+    words = PerplexityCompressor(FirstPiece(), granularity="word").compress(text, target_tokens=6)
+    assert words.text == " mountain glacier"
+    assert "mountain" not in tokens.text  # only " mou" and " gla" carried the surprise
+    assert words.kept_tokens == tokens.kept_tokens == 6
+
+
 def test_target_tokens_is_met_exactly():
     comp = PerplexityCompressor(ScriptedScorer.seeded(2))
     text = random_text(random.Random(5), 200)
@@ -403,6 +464,8 @@ def test_constructor_and_input_errors():
         PerplexityCompressor(ScriptedScorer()).compress(b"bytes", rate=0.5)
     with pytest.raises(ArgumentError, match="sentence_budget"):
         PerplexityCompressor(ScriptedScorer(), sentence_budget=0.5)
+    with pytest.raises(ArgumentError, match="granularity"):
+        PerplexityCompressor(ScriptedScorer(), granularity="sentence")
     with pytest.raises(ArgumentError, match="question_ranking"):
         PerplexityCompressor(ScriptedScorer(), question_ranking="before")
     with pytest.raises(ArgumentError, match=r"list of tg\.Demo"):

@@ -10,7 +10,10 @@ keeps what the question makes likely (LongLLMLingua, Jiang et al. 2024):
    `sentence_budget` (1.4) times the token budget, leaving the token level room to choose;
 3. tokens: iterative. The kept text is cut into segments of `segment_tokens` units; each
    segment is scored in context (the already compressed prefix conditions it, as the target
-   model will read it) and its least informative units are dropped.
+   model will read it) and its least informative units are dropped. With
+   `granularity="word"` whole words are kept or dropped (a word is ranked by its most
+   informative token; segments end between words), so names and numbers are not cut into
+   sub-word pieces.
 
 The budget controller. The budget is T = round(rate * N) units of the N the scorer cut the
 text into (or `target_tokens`). The sentence level never goes below T (it keeps sentences
@@ -111,6 +114,7 @@ class PerplexityCompressor:
         beyond this many, in steps of half of it (1024).
     question_ranking: "after" (log p(question | sentence)) or "contrastive".
     surprise_weight: with a question, token rank = contrastive gain + weight * surprise (0).
+    granularity: "token" (LLMLingua: single tokens) or "word" (whole words).
     cache_size: scored (text, context) pairs remembered (256); rates share the scoring.
     """
 
@@ -125,6 +129,7 @@ class PerplexityCompressor:
         max_context_tokens: int = 1024,
         question_ranking: str = "after",
         surprise_weight: float = 0.0,
+        granularity: str = "token",
         cache_size: int = 256,
     ) -> None:
         if scorer is not None and not callable(getattr(scorer, "score", None)):
@@ -137,6 +142,8 @@ class PerplexityCompressor:
         _check_int("segment_tokens", segment_tokens, minimum=1)
         _check_int("max_context_tokens", max_context_tokens, minimum=2)
         _check_int("cache_size", cache_size, minimum=0)
+        if granularity not in ("token", "word"):
+            raise ArgumentError(f"granularity must be 'token' or 'word', got {granularity!r}")
         if question_ranking not in QUESTION_RANKINGS:
             raise ArgumentError(
                 f"question_ranking must be one of {QUESTION_RANKINGS}, got {question_ranking!r}"
@@ -148,6 +155,7 @@ class PerplexityCompressor:
         self.max_context_tokens = max_context_tokens
         self.question_ranking = question_ranking
         self.surprise_weight = float(surprise_weight)
+        self.granularity = granularity
         self._cache: OrderedDict[tuple[str, str], TokenScores] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -320,10 +328,16 @@ class PerplexityCompressor:
         budget, left = target, len(idx)
         prefix: list[str] = []
         qprefix = _question_prefix(question) if question is not None else None
-        for s in range(0, len(idx), seg_len):
-            seg = idx[s : s + seg_len]
+        cuts = list(range(0, len(idx), seg_len))
+        if self.granularity == "word":  # segments end between words
+            starts = _word_starts(text, units, idx)
+            cuts = sorted({next((c for c in range(k, len(idx)) if starts[c]), 0) for k in cuts})
+        cuts.append(len(idx))
+        for s, e in zip(cuts, cuts[1:], strict=False):
+            seg = idx[s:e]
             m = len(seg)
-            quota = budget if s + seg_len >= len(idx) else round(budget * m / left)
+            last = e == len(idx)
+            quota = budget if last else round(budget * m / left)
             quota = max(0, min(m, quota))
             seg_text = "".join(pieces[i] for i in seg)
             offsets = np.cumsum([0] + [len(pieces[i]) for i in seg])
@@ -336,14 +350,14 @@ class PerplexityCompressor:
                 score = (cond - plain) + self.surprise_weight * surprise
             else:
                 score = surprise
-            rank[seg] = score + 1e-9 * surprise  # ties: the more surprising first
-            prot = protected[seg]
-            chosen = prot.copy()
-            free = max(0, quota - int(prot.sum()))
-            if free:
-                order = np.lexsort((np.arange(m), -surprise, -score))
-                order = order[~prot[order]][:free]
-                chosen[order] = True
+            if self.granularity == "word":
+                chosen = _choose_words(
+                    _word_starts(text, units, seg), protected[seg], score, surprise, quota, last
+                )
+                rank[seg] = _word_values(_word_starts(text, units, seg), score)
+            else:
+                chosen = _choose_units(protected[seg], score, surprise, quota)
+                rank[seg] = score + 1e-9 * surprise  # ties: the more surprising first
             keep[seg] = chosen
             budget -= int(chosen.sum())
             left -= m
@@ -399,7 +413,11 @@ class PerplexityCompressor:
                 flip = True
             if not cand.size:
                 return
-            keep[cand[order[:step]]] = flip
+            picked = cand[order[:step]]
+            if self.granularity == "word":  # whole words
+                words = _word_ids(text, units)
+                picked = cand[np.isin(words[cand], words[picked])]
+            keep[picked] = flip
 
     # --- demonstrations -------------------------------------------------------------------
 
@@ -554,6 +572,80 @@ def _as_demo_list(items: object) -> list[Demo]:
             f"got {type(items).__name__}"
         )
     return [as_demo(d, f"items[{i}]") for i, d in enumerate(items)]
+
+
+def _choose_units(
+    forced: np.ndarray, score: np.ndarray, surprise: np.ndarray, quota: int
+) -> np.ndarray:
+    """The forced units, then the best others (score, then surprise, then position) up to
+    `quota` in all."""
+    chosen = forced.copy()
+    free = max(0, quota - int(forced.sum()))
+    if free:
+        order = np.lexsort((np.arange(len(score)), -surprise, -score))
+        chosen[order[~forced[order]][:free]] = True
+    return chosen
+
+
+def _choose_words(
+    starts: np.ndarray,
+    protected: np.ndarray,
+    score: np.ndarray,
+    surprise: np.ndarray,
+    quota: int,
+    last: bool,
+) -> np.ndarray:
+    """Whole words: a word is ranked by its best unit and kept whole when it fits the
+    quota; a word with a protected unit is kept whole. The last segment fills what is left
+    of the budget with single units, so the total stays exact."""
+    m = len(score)
+    bounds = [*np.flatnonzero(starts).tolist(), m]
+    chosen = np.zeros(m, dtype=bool)
+    free = quota
+    ranked = []
+    for w in range(len(bounds) - 1):
+        a, b = bounds[w], bounds[w + 1]
+        if protected[a:b].any():
+            chosen[a:b] = True
+            free -= b - a
+        else:
+            ranked.append((-float(score[a:b].max()), -float(surprise[a:b].sum()), a, b))
+    for _, _, a, b in sorted(ranked):
+        if free <= 0:
+            break
+        if b - a <= free:
+            chosen[a:b] = True
+            free -= b - a
+    if last and free > 0:
+        chosen = _choose_units(chosen, score, surprise, int(chosen.sum()) + free)
+    return chosen
+
+
+def _word_starts(text: str, units: Sequence[Span], seg: np.ndarray) -> np.ndarray:
+    """True where a unit of the segment starts a word: it does unless it follows the
+    previous unit directly and both sides of the boundary are letters or digits."""
+    starts = np.ones(len(seg), dtype=bool)
+    for k in range(1, len(seg)):
+        i = int(seg[k])
+        a = units[i][0]
+        if seg[k - 1] == i - 1 and a > 0 and text[a].isalnum() and text[a - 1].isalnum():
+            starts[k] = False
+    return starts
+
+
+def _word_ids(text: str, units: Sequence[Span]) -> np.ndarray:
+    """The word each unit belongs to (see _word_starts), over the whole text."""
+    return np.cumsum(_word_starts(text, units, np.arange(len(units)))) - 1
+
+
+def _word_values(starts: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Each unit gets its word's best score (so a correction drops or restores words)."""
+    out = score.copy()
+    bounds = [*np.flatnonzero(starts).tolist(), len(score)]
+    for w in range(len(bounds) - 1):
+        a, b = bounds[w], bounds[w + 1]
+        out[a:b] = score[a:b].max() + 1e-9 * (b - a)
+    return out
 
 
 def _pair(scores: TokenScores) -> tuple[tuple[Span, ...], np.ndarray]:
