@@ -40,6 +40,7 @@ demonstrations and does not look at protection.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections import OrderedDict
@@ -333,7 +334,7 @@ class PerplexityCompressor:
             starts = _word_starts(text, units, idx)
             cuts = sorted({next((c for c in range(k, len(idx)) if starts[c]), 0) for k in cuts})
         cuts.append(len(idx))
-        for s, e in zip(cuts, cuts[1:], strict=False):
+        for s, e in itertools.pairwise(cuts):
             seg = idx[s:e]
             m = len(seg)
             last = e == len(idx)
