@@ -221,3 +221,18 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def child_json(command: list[str], label: str) -> dict:
+    """Run one measured run in a fresh process (imports before its clock starts) and
+    return the JSON document its last line of stdout holds."""
+    env = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "PYTHONWARNINGS": "ignore",
+        "CI": "1",
+    }
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{label} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -41,7 +41,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +53,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from harness import child_json  # noqa: E402  (bench/harness.py)
 from server import TEAMS  # noqa: E402  (bench/server.py: the server's routing rule)
 
 WALL_TARGET = 1 / 3  # textgraph wall <= 1/3 of DSPy's
@@ -400,16 +400,7 @@ def run_child(server: Any, framework: str, args: argparse.Namespace, concurrency
     ]
     for key in SETTINGS:
         command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    env = {
-        **os.environ,
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "PYTHONWARNINGS": "ignore",
-        "CI": "1",
-    }
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise RuntimeError(f"{framework} failed:\n{done.stderr[-4000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = child_json(command, framework)
     counted = server.stats()["requests"]
     # the server's CPU over the child's whole life (its requests all fall in the timed part)
     result["server_cpu_s"] = round(cpu_seconds(server.proc.pid) - server_cpu, 3)

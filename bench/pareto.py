@@ -57,7 +57,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -70,6 +69,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from harness import child_json  # noqa: E402  (bench/harness.py)
 from server import PARETO_RULES, PARETO_START, TEAMS  # noqa: E402  (bench/server.py)
 
 WALL_TARGET = 1 / 3  # textgraph wall <= 1/3 of GEPA's
@@ -454,16 +454,7 @@ def run_child(
     ]
     for key in SETTINGS:
         command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-    env = {
-        **os.environ,
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "PYTHONWARNINGS": "ignore",
-        "CI": "1",
-    }
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise RuntimeError(f"{framework} failed:\n{done.stderr[-4000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = child_json(command, framework)
     result["server_cpu_s"] = round(cpu_seconds() - server_cpu, 3)  # the driver is idle
     records = list(server.stats.requests)
     if len(records) != result["requests"]:
