@@ -330,3 +330,31 @@ def test_validation_data_is_required():
             progress=False,
             max_steps=1,
         ).fit()
+
+
+def test_a_module_with_only_demos_is_refused_with_the_fix():
+    class OnlyDemos(tg.Module):
+        def __init__(self, engine):
+            self.demos = tg.Demos(role_description="examples")
+            self.call = tg.LLMCall(engine, "Answer.", demos=self.demos)
+
+        async def aforward(self, example):
+            return await self.call.acall(tg.Variable(example["q"], role_description="q"))
+
+    world = World()
+    for optimizer in (
+        ParetoTGD(engine=world.engine, verbose=False),
+        tg.optim.OPRO(engine=world.engine, verbose=False),
+    ):
+        trainer = tg.Trainer(
+            OnlyDemos(world.engine),
+            optimizer=optimizer,
+            metric=metric,
+            train=data("XY"),
+            val=data("XY", 100),
+            max_steps=1,
+            progress=False,
+            loss_fn=tg.example_metric_loss(metric),
+        )
+        with pytest.raises(tg.ArgumentError, match=r"rewrites text parameters.*BootstrapFewShot"):
+            trainer.fit()

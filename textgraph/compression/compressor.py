@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from textgraph._checks import check_int
 from textgraph.compression.protect import (
     compile_patterns,
     protected_spans,
@@ -140,9 +141,9 @@ class PerplexityCompressor:
             )
         _check_real("sentence_budget", sentence_budget, minimum=1.0)
         _check_real("surprise_weight", surprise_weight, minimum=0.0)
-        _check_int("segment_tokens", segment_tokens, minimum=1)
-        _check_int("max_context_tokens", max_context_tokens, minimum=2)
-        _check_int("cache_size", cache_size, minimum=0)
+        check_int("segment_tokens", segment_tokens, minimum=1)
+        check_int("max_context_tokens", max_context_tokens, minimum=2)
+        check_int("cache_size", cache_size, minimum=0)
         if granularity not in ("token", "word"):
             raise ArgumentError(f"granularity must be 'token' or 'word', got {granularity!r}")
         if question_ranking not in QUESTION_RANKINGS:
@@ -665,11 +666,6 @@ def _check_real(name: str, value: object, *, minimum: float) -> None:
         or value < minimum
     ):
         raise ArgumentError(f"{name} must be a finite number >= {minimum}, got {value!r}")
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 def _check_budget(rate: object, target_tokens: object) -> None:

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from textgraph.compression.scorers import Span, TokenScores
+from textgraph.engines.providers.llamacpp import close_model
 from textgraph.errors import ArgumentError, ConfigurationError
 
 
@@ -83,15 +84,10 @@ class _Model:
             logits_all=True,
             verbose=False,
         )
-        weakref.finalize(self, _close, llama)
+        weakref.finalize(self, close_model, llama)
         slot = _Slot(llama)
         self.slots.append(slot)
         return slot
-
-
-def _close(llama: Any) -> None:
-    with contextlib.suppress(Exception):
-        llama.close()
 
 
 _MODELS: dict[tuple[Any, ...], _Model] = {}
@@ -106,7 +102,7 @@ def clear_model_cache() -> None:
     for model in models:
         with model.lock:
             for slot in model.slots:
-                _close(slot.llama)
+                close_model(slot.llama)
             model.slots.clear()
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from textgraph.candidate import Candidate, candidate_values
+from textgraph.demos import Demos
 from textgraph.engines.base import Engine
 from textgraph.engines.context import override_forward_engine
 from textgraph.errors import ArgumentError
@@ -72,6 +73,18 @@ class StepContext:
     def parameters(self) -> dict[str, Variable]:
         """Parameter name -> Variable, as in module.named_parameters()."""
         return dict(self.module.named_parameters())
+
+    def text_parameters(self, who: str) -> list[str]:
+        """Names of the text parameters (not tg.Demos), in module order; an ArgumentError
+        naming `who` when there is none."""
+        names = [n for n, p in self.parameters.items() if not isinstance(p, Demos)]
+        if not names:
+            raise ArgumentError(
+                f"{who} rewrites text parameters and the module has none; tg.Demos are "
+                "demonstrations: optimize them with tg.optim.BootstrapFewShot, "
+                "RandomSearchDemos or MIPRO"
+            )
+        return names
 
     def name_of(self, variable: Variable) -> str:
         for name, p in self.module.named_parameters():

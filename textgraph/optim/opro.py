@@ -51,7 +51,6 @@ from typing import Any, ClassVar
 
 from textgraph._checks import check_int, check_number, check_optional_int
 from textgraph.candidate import Candidate
-from textgraph.demos import Demos
 from textgraph.engines.base import ChatRequest, Engine
 from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.errors import ArgumentError, ContentFiltered, StateDictError, TruncatedOutput
@@ -176,12 +175,7 @@ class OPRO(Optimizer):
                 "OPRO needs validation scores for its trajectory: pass val=[...] examples to "
                 "tg.Trainer"
             )
-        texts = [n for n, p in ctx.parameters.items() if not isinstance(p, Demos)]
-        if not texts:
-            raise ArgumentError(
-                "OPRO found no text parameter to optimize (tg.Demos parameters are not text; "
-                "use BootstrapFewShot or MIPRO for them)"
-            )
+        texts = ctx.text_parameters("OPRO")
         engine = resolve_engine(self.engine, ctx.critic_engine, ctx.engine, what="OPRO proposals")
         self._val_size = len(ctx.val)
         self._pending.clear()

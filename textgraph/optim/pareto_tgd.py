@@ -36,7 +36,6 @@ from typing import Any, ClassVar
 
 from textgraph._checks import check_int, check_number, check_optional_int
 from textgraph.candidate import Candidate, candidate_values
-from textgraph.demos import Demos
 from textgraph.engines.base import Engine
 from textgraph.engines.context import check_engine
 from textgraph.errors import ArgumentError, StateDictError
@@ -134,12 +133,7 @@ class ParetoTGD(Optimizer):
                 "ParetoTGD keeps the candidates that lead on each validation example: pass "
                 "val=[...] to the Trainer"
             )
-        texts = [n for n, p in ctx.parameters.items() if not isinstance(p, Demos)]
-        if not texts:
-            raise ArgumentError(
-                "ParetoTGD rewrites text parameters and the module has only tg.Demos; "
-                "optimize demonstrations with tg.optim.BootstrapFewShot or MIPRO"
-            )
+        texts = ctx.text_parameters("ParetoTGD")
         if self._tgd is None:
             self._tgd = TGD(
                 [ctx.parameters[n] for n in texts],

@@ -52,7 +52,8 @@ def smollm2_path() -> Path:
     return path
 
 
-def _close_model(llama: Any) -> None:
+def close_model(llama: Any) -> None:
+    """Close a llama.cpp model, ignoring errors (at exit the library may be half torn down)."""
     with contextlib.suppress(Exception):
         llama.close()
 
@@ -108,7 +109,7 @@ class LlamaCppEngine(Engine):
             # Free the model while the interpreter is intact: left to Llama.__del__ at
             # shutdown, llama.cpp's teardown finds its module globals gone and prints a
             # TypeError traceback after every run.
-            weakref.finalize(self, _close_model, self._llama)
+            weakref.finalize(self, close_model, self._llama)
         return self._llama
 
     async def _generate(self, request: ChatRequest) -> ChatResponse:
