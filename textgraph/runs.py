@@ -91,6 +91,8 @@ class CandidateRecord(BaseModel):
     objectives: dict[str, float | None] = Field(default_factory=dict)
     n_failed: int = 0
     warning: str | None = None
+    val_examples: int | None = None  # validation examples it was scored on (None: none)
+    val_stop: str | None = None  # why sequential validation stopped it early
 
     @model_validator(mode="before")
     @classmethod

@@ -40,6 +40,16 @@ class Optimizer(abc.ABC):
     #: How far below the best score a candidate may be and still pass the not_worse gate:
     #: for optimizers that trade score for something else (compression). Default 0.
     gate_tolerance: float = 0.0
+    #: True when the optimizer needs the full validation scores of every candidate it
+    #: proposed, losers included (it learns from them, keeps its own pool, or chooses
+    #: itself): `Trainer(validation="sequential")` then validates its candidates in full.
+    full_validation: ClassVar[bool] = False
+    #: True when a proposal depends only on the context's incumbent, batch and rng and on
+    #: the optimizer's own state_dict, and `observe` changes no state: with
+    #: `Trainer(speculative=True)` the next step's proposal may then be computed from the
+    #: incumbent while this step's candidate is validated (used if it is rejected,
+    #: discarded and the state restored if it is accepted).
+    allows_speculation: ClassVar[bool] = False
 
     @abc.abstractmethod
     async def propose(self, ctx: StepContext) -> list[Candidate]:

@@ -35,6 +35,7 @@ class Compress(Optimizer):
     """
 
     name: ClassVar[str] = "compress"
+    full_validation: ClassVar[bool] = True  # choose() weighs every candidate's full scores
 
     def __init__(
         self,

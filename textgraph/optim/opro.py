@@ -80,6 +80,7 @@ class OPRO(Optimizer):
     """
 
     name: ClassVar[str] = "opro"
+    full_validation: ClassVar[bool] = True  # every scored candidate joins a trajectory
 
     def __init__(
         self,

@@ -61,6 +61,7 @@ class ParetoTGD(Optimizer):
     requires_gradients: ClassVar[bool] = True
     default_loss_from_metric: ClassVar[bool] = True
     name: ClassVar[str] = "pareto_tgd"
+    full_validation: ClassVar[bool] = True  # every validated child joins its pool
 
     def __init__(
         self,

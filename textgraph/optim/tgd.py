@@ -67,6 +67,9 @@ class TGD(Optimizer):
 
     requires_gradients: ClassVar[bool] = True
     name: ClassVar[str] = "tgd"
+    # propose reads the incumbent, the batch and steps_taken/momentum (in state_dict);
+    # observe is the base no-op
+    allows_speculation: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ class RunObserver(CallObserver):
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.usage = UsageStats()
+        self.by_step: dict[int, tuple[int, int, float]] = {}  # step -> calls, tokens, cost
         self.t0 = time.perf_counter()
 
     @property
@@ -46,6 +47,10 @@ class RunObserver(CallObserver):
         model: str | None = None,
     ) -> None:
         cost = self.usage.record(request, response, response.model or model)
+        step = self.trainer._step_no
+        calls, tokens, spent = self.by_step.get(step, (0, 0, 0.0))
+        used = response.usage.prompt_tokens + response.usage.completion_tokens
+        self.by_step[step] = (calls + 1, tokens + used, spent + cost)
         if self.budget is not None and state is not None:
             self.budget.settle(state, None if response.cached else response, cost)  # type: ignore[arg-type]
         self._trace(request, response, None, started, ended, model, cost)

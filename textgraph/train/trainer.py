@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from textgraph._checks import check_int, check_optional_int
 from textgraph._io import atomic_write_json
 from textgraph._sync import run_sync
-from textgraph.candidate import Candidate, apply_candidate, module_values
+from textgraph.candidate import Candidate, apply_candidate, module_values, values_id
 from textgraph.engines.base import Engine
 from textgraph.engines.context import check_engine
 from textgraph.engines.observe import observe_calls
@@ -51,7 +51,7 @@ from textgraph.eval.pareto import (
 from textgraph.eval.result import EvalResult
 from textgraph.losses.metric import example_metric_loss
 from textgraph.module import Module
-from textgraph.optim.base import CandidateOutcome, optimizer_name
+from textgraph.optim.base import CandidateOutcome, Optimizer, optimizer_name
 from textgraph.optim.context import StepContext
 from textgraph.optim.filters import filter_candidate
 from textgraph.runs import (
@@ -72,6 +72,14 @@ from textgraph.runs import (
 from textgraph.train.gradients import GradientPass, gradient_pass, gradients_of
 from textgraph.train.observer import RunObserver
 from textgraph.train.progress import RunProgress
+from textgraph.train.speculation import Speculation, StepLocal
+from textgraph.train.validation import (
+    SequentialSettings,
+    check_validation,
+    default_chunk,
+    metric_range_of,
+    screen,
+)
 from textgraph.variable import Variable
 
 Metric = Callable[[str, Any], Any]
@@ -90,6 +98,19 @@ class FitResult:
     pareto: list[ParetoEntry] = field(default_factory=list)  # the front, evaluation order
     pool: list[ParetoEntry] = field(default_factory=list)  # every fully evaluated candidate
     selected: ParetoEntry | None = None  # what the module ended with
+
+
+@dataclass
+class _Proposal:
+    """One step's proposals with what produced them (made now, or speculatively)."""
+
+    step: int
+    t0: float
+    batch: list[int]
+    current: Candidate
+    ctx: StepContext
+    passes: list[GradientPass]
+    proposals: list[Candidate]
 
 
 class Trainer:
@@ -129,6 +150,10 @@ class Trainer:
         max_concurrency: int | None = None,
         progress: bool | None = None,
         test_before: bool = False,
+        validation: str = "full",
+        val_chunk: int | None = None,
+        metric_range: tuple[float, float] | None = None,
+        speculative: bool = False,
     ) -> None:
         if not isinstance(module, Module):
             raise ArgumentError(f"Trainer needs a tg.Module, got {type(module).__name__}")
@@ -208,6 +233,20 @@ class Trainer:
         if test_before and not self.test:
             raise ArgumentError("test_before=True needs a test split (test=[...])")
         self.test_before = test_before
+        check_validation(validation, val_chunk, metric_range)
+        self.validation, self.val_chunk, self.metric_range = validation, val_chunk, metric_range
+        if validation == "sequential":
+            self._check_sequential(optimizer, gate, select, val_subset)
+        if not isinstance(speculative, bool):
+            raise ArgumentError(f"speculative must be True or False, got {speculative!r}")
+        if speculative and not getattr(optimizer, "allows_speculation", False):
+            raise ArgumentError(
+                f"{optimizer_name(optimizer)} does not allow speculative proposals (its "
+                "allows_speculation is False: a proposal may depend on the previous step's "
+                "outcome); drop speculative=True"
+            )
+        self.speculative = speculative
+        self._local = StepLocal()
         self._initial_test: float | None = None
         self._run: RunDir | None = None
         self._step_no = 0
@@ -216,6 +255,24 @@ class Trainer:
         self._bar: RunProgress | None = None
         self._keys: dict[str, list[str]] = {}
         self._evaluator: Evaluator | None = None
+        self._speculation: Speculation | None = None
+        self._discarded: dict[int, str] = {}  # step -> note on a discarded speculation
+
+    @property
+    def _step_no(self) -> int:  # what trace lines are labelled with (a speculation: its own)
+        return int(self._local.labels()["step"])
+
+    @_step_no.setter
+    def _step_no(self, value: int) -> None:
+        self._local.labels()["step"] = value
+
+    @property
+    def _phase(self) -> str:
+        return self._local.phase()
+
+    @_phase.setter
+    def _phase(self, value: str) -> None:
+        self._local.labels()["phase"] = value
 
     # --- public ----------------------------------------------------------------
 
@@ -336,6 +393,9 @@ class Trainer:
                     append_jsonl(self._run.steps, record)
                 self._checkpoint(state, best, observer, started, elapsed_before)
                 bar.step(step, self._info(observer, state))
+            if self._speculation is not None:  # the loop stopped: nothing will use it
+                await self._drop_speculation(self._speculation, observer)
+                self._speculation = None
             if fatal is not None:
                 self._stop_on_error(fatal, observer, started, elapsed_before, state, history)
                 raise fatal
@@ -420,9 +480,55 @@ class Trainer:
     async def _step(
         self, step: int, state: TrainerState, best: dict[str, Any], observer: RunObserver
     ) -> tuple[StepRecord, TrainerState, dict[str, Any]]:
+        spec, self._speculation = self._speculation, None
+        proposal: _Proposal | None = None
+        if spec is not None:
+            if spec.step == step and spec.base_id == values_id(module_values(self.module)):
+                proposal = await spec.take()
+                proposal.ctx.notes.append(
+                    f"proposed speculatively (from the incumbent) during step {step - 1}'s "
+                    "validation, which rejected its candidate: the proposal stands"
+                )
+            else:
+                await self._drop_speculation(spec, observer)
+        if proposal is None:
+            proposal = await self._propose(step, state, best)
+            if step in self._discarded:
+                proposal.ctx.notes.append(self._discarded.pop(step))
+        if self.speculative and step < self.max_steps:
+            base = values_id(module_values(self.module))
+            self._speculation = Speculation.start(
+                step + 1, base, self.optimizer, self._speculate(step + 1, state, best)
+            )
+        try:
+            record, state, best = await self._decide(proposal, state, best, observer)
+        except BaseException:
+            if self._speculation is not None:
+                await self._drop_speculation(self._speculation, observer)
+                self._speculation = None
+            raise
+        if record.decision == "accepted" and self._speculation is not None:
+            await self._drop_speculation(self._speculation, observer)
+            self._speculation = None
+        return record, state, best
+
+    async def _speculate(self, step: int, state: TrainerState, best: dict[str, Any]) -> _Proposal:
+        self._local.fork(step)
+        return await self._propose(step, state, best)
+
+    async def _drop_speculation(self, spec: Speculation, observer: RunObserver) -> None:
+        await spec.discard(self.optimizer)
+        self.module.zero_grad()
+        calls = observer.by_step.get(spec.step, (0, 0, 0.0))[0]
+        self._discarded[spec.step] = (
+            f"a speculative proposal made during step {spec.step - 1}'s validation was "
+            f"discarded ({calls} calls): step {spec.step - 1} accepted a new incumbent, so "
+            "this step proposed again from it"
+        )
+
+    async def _propose(self, step: int, state: TrainerState, best: dict[str, Any]) -> _Proposal:
+        """Everything up to the optimizer's checked proposals (what a speculation runs)."""
         t0 = time.perf_counter()
-        total = observer.usage.total
-        calls0, tokens0, cost0 = total.calls, total.total_tokens, total.cost_usd
         batch = self._batch(step)
         current = Candidate(module_values(self.module), origin="incumbent")
         passes: list[GradientPass] = []
@@ -495,6 +601,24 @@ class Trainer:
         proposals = await self.optimizer.propose(ctx)
         self.module.zero_grad()
         proposals = self._check_proposals(proposals, current)
+        return _Proposal(step, t0, batch, current, ctx, passes, proposals)
+
+    async def _decide(
+        self,
+        proposal: _Proposal,
+        state: TrainerState,
+        best: dict[str, Any],
+        observer: RunObserver,
+    ) -> tuple[StepRecord, TrainerState, dict[str, Any]]:
+        """Filter, validate and gate the proposals; observe; the step's record."""
+        step, t0, batch, current, ctx = (
+            proposal.step,
+            proposal.t0,
+            proposal.batch,
+            proposal.current,
+            proposal.ctx,
+        )
+        passes, proposals = proposal.passes, proposal.proposals
         grad = passes[-1] if passes else GradientPass(batch=batch)
         errors = [e for p in passes for e in p.errors]
         records: dict[str, CandidateRecord] = {}
@@ -543,7 +667,7 @@ class Trainer:
                 step, survivors, current, state, best, records, outcomes, errors
             )
         self.optimizer.observe(outcomes)
-        usage = observer.usage.total
+        calls, tokens, cost = observer.by_step.get(step, (0, 0, 0.0))
         record = StepRecord(
             step=step,
             batch=batch,
@@ -559,9 +683,9 @@ class Trainer:
             best_score=state.best_score,
             decision=decision,
             reason=reason,
-            calls=usage.calls - calls0,
-            tokens=usage.total_tokens - tokens0,
-            cost_usd=round(usage.cost_usd - cost0, 6),
+            calls=calls,
+            tokens=tokens,
+            cost_usd=round(cost, 6),
             seconds=round(time.perf_counter() - t0, 3),
         )
         state = state.model_copy(update={"step": step, "errors": self._errors})
@@ -590,6 +714,10 @@ class Trainer:
             return "accepted", records[top.id].reason, None, state, dict(top.values)
         remaining = list(survivors)
         first_reason = ""
+        if self._stops_early():
+            remaining, first_reason = await self._screen(
+                step, current, remaining, state, records, outcomes, errors
+            )
         if self.val_subset is not None and self.gate != "always":
             k = self.val_subset
             base, *subs = await asyncio.gather(
@@ -605,6 +733,7 @@ class Trainer:
                     first_reason = first_reason or why
                     records[c.id].status, records[c.id].reason = "rejected", why
                     records[c.id].val_score = mean
+                    records[c.id].val_examples = k
                     outcomes.append(CandidateOutcome(c, "rejected", why, sub))
                 else:
                     kept.append(c)
@@ -622,6 +751,7 @@ class Trainer:
             records[c.id].objectives = objectives
             records[c.id].val_score = r.gate_mean()
             records[c.id].n_failed = r.n_failed
+            records[c.id].val_examples = r.n
             if c.id not in known:
                 pool.append(self._entry(c, r, step, objectives))
                 known.add(c.id)
@@ -696,6 +826,77 @@ class Trainer:
             update.update(best_score=score, best_id=top.id)
             best = dict(top.values)
         return "accepted", verdict.reason, score, state.model_copy(update=update), best
+
+    # --- sequential validation -------------------------------------------------
+
+    def _check_sequential(self, optimizer: Any, gate: str, select: Any, val_subset: Any) -> None:
+        if gate == "always":
+            raise ArgumentError(
+                'validation="sequential" stops a validation once the gate\'s answer is known; '
+                'the gate "always" accepts without looking: use validation="full"'
+            )
+        if val_subset is not None:
+            raise ArgumentError(
+                'val_subset and validation="sequential" both reject early; pass one of them '
+                "(sequential validation is exact for the better/not_worse gates)"
+            )
+        if select != "best":
+            raise ArgumentError(
+                f'validation="sequential" keeps early-stopped candidates out of the Pareto '
+                f'pool, and select={select!r} chooses from that pool: use validation="full"'
+            )
+
+    def _sequential_settings(self) -> SequentialSettings:
+        low, high = metric_range_of(self.metric, self.metric_range)
+        chunk = self.val_chunk or default_chunk(len(self.val))
+        return SequentialSettings(chunk=chunk, low=low, high=high, futility=self.alpha)
+
+    def _stops_early(self) -> bool:
+        """Sequential validation applies: asked for, and the optimizer does not need every
+        candidate's full scores (its flag, or a choose() of its own)."""
+        if self.validation != "sequential":
+            return False
+        choose = getattr(type(self.optimizer), "choose", None)
+        own_choose = choose is not None and choose is not Optimizer.choose
+        return not getattr(self.optimizer, "full_validation", False) and not own_choose
+
+    async def _screen(
+        self,
+        step: int,
+        current: Candidate,
+        remaining: list[Candidate],
+        state: TrainerState,
+        records: dict[str, CandidateRecord],
+        outcomes: list[CandidateOutcome],
+        errors: list[str],
+    ) -> tuple[list[Candidate], str]:
+        """Sequential validation's early rejections (textgraph/train/validation.py)."""
+        # the incumbent was validated in full before: its scores come from the cache
+        incumbent = (await self._evaluate(current, "val", errors=errors)).scores
+        screened = await screen(
+            remaining,
+            lambda c, k: self._evaluate(c, "val", limit=k, errors=errors),
+            n=len(self.val),
+            gate=self.gate,
+            best_score=state.best_score,
+            incumbent=incumbent,
+            settings=self._sequential_settings(),
+            tolerance=_tolerance(self.optimizer),
+            seed=self.seed * 1000 + step,
+            gather=asyncio.gather,
+        )
+        kept, first = [], ""
+        for s in screened:
+            if s.dropped is None or s.result is None:
+                kept.append(s.candidate)
+                continue
+            record = records[s.candidate.id]
+            record.status, record.reason = "rejected", s.dropped
+            record.val_score, record.n_failed = s.result.gate_mean(), s.result.n_failed
+            record.val_examples, record.val_stop = s.examples, s.dropped
+            outcomes.append(CandidateOutcome(s.candidate, "rejected", s.dropped, s.result))
+            first = first or s.dropped
+        return kept, first
 
     # --- pieces ----------------------------------------------------------------
 
@@ -880,6 +1081,7 @@ class Trainer:
             "max_gradient_chars": self.max_gradient_chars,
             "max_chars": self.max_chars,
             "reject_copies": self.reject_copies,
+            **self._new_settings(),
             "budget": (
                 {
                     "max_calls": self.budget.max_calls,
@@ -890,6 +1092,20 @@ class Trainer:
                 else None
             ),
         }
+
+    def _new_settings(self) -> dict[str, Any]:
+        """Settings added after run format 2, recorded only when set (older runs resume)."""
+        out: dict[str, Any] = {}
+        if self.validation != "full":
+            settings = self._sequential_settings()
+            out.update(
+                validation=self.validation,
+                val_chunk=settings.chunk,
+                metric_range=[settings.low, settings.high],
+            )
+        if self.speculative:
+            out["speculative"] = True
+        return out
 
     def _open_run(self, *, resume: bool, force: bool) -> Checkpoint | FitResult | None:
         """The checkpoint to continue from (None: a fresh run), or the saved result of a
@@ -1034,7 +1250,10 @@ class Trainer:
                 version=2,
                 parameters=self.module.state_dict(),
                 best_parameters=best,
-                optimizer=self.optimizer.state_dict(),
+                # a speculation in flight: the state from before it (what resume recomputes)
+                optimizer=self._speculation.optimizer_state
+                if self._speculation is not None
+                else self.optimizer.state_dict(),
                 trainer=state,
             )
         )

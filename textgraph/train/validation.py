@@ -1,0 +1,289 @@
+"""Sequential validation: score candidates in chunks, drop one once its answer is known.
+
+The Trainer's `validation="sequential"` runs this before its usual full
+validation. Candidates are scored on the validation set a chunk at a time
+(every example of a chunk concurrently, every live candidate at once); after
+each chunk a candidate is dropped as soon as it can no longer be the one the
+gate accepts. The survivors go on to the full validation unchanged, so the
+gate, the choice between candidates and the records are those of a full run;
+the dropped candidates are rejected with their partial scores and are kept
+out of the Pareto pool.
+
+Why a candidate is dropped, with k of n examples scored, metric range
+[lo, hi] (failed examples count as 0, as in the gates):
+
+- better / not_worse (exact): even if every one of the n - k remaining
+  examples scored hi, the final mean could not pass the gate against the
+  incumbent's score; or it could not pass on the examples both scored, were
+  some of the remaining examples to fail (the rule the loop uses when a
+  candidate has failures). A candidate with a failure in the scored prefix
+  is never dropped; it is validated in full.
+- better / not_worse (exact): another live candidate's lowest possible
+  final mean is above this one's highest (it cannot be the top).
+- significant: (a) exact: even with hi - lo as the remaining paired
+  differences the final mean difference cannot be positive; (b) futility
+  test: a one-sided sign-flip permutation test of "the candidate is worse"
+  on the k pairs has p below this look's share of `futility` (spent over
+  the looks by an O'Brien-Fleming-type function, so early looks need strong
+  evidence). Acceptance is decided only at the end, by the gate's own test
+  at alpha on all n examples, so the false-accept rate stays the fixed
+  test's (dropping can only turn acceptances into rejections); a candidate
+  no worse than the incumbent is dropped by (b) with probability at most
+  `futility` (union bound over the looks).
+
+Every candidate the gate would accept is validated in full anyway (its
+scores become the incumbent's), so stopping early saves calls only on
+candidates that lose.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+from textgraph.candidate import Candidate
+from textgraph.errors import ArgumentError
+from textgraph.eval.gate import Gate, gate_scores
+from textgraph.eval.result import EvalResult
+from textgraph.eval.stats import paired_test
+
+#: Validation modes of the Trainer.
+VALIDATIONS = ("full", "sequential")
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class SequentialSettings:
+    """How sequential validation looks: chunk size, metric range, futility budget."""
+
+    chunk: int
+    low: float = 0.0
+    high: float = 1.0
+    futility: float = 0.05
+
+
+@dataclass
+class Screened:
+    """One candidate after screening: dropped (with why and its partial result) or not."""
+
+    candidate: Candidate
+    examples: int  # validation examples it was scored on when screening stopped
+    dropped: str | None = None  # why it was rejected early; None: go on to full validation
+    result: EvalResult | None = None
+
+
+def check_validation(validation: object, chunk: object, metric_range: object) -> None:
+    if validation not in VALIDATIONS:
+        raise ArgumentError(
+            f"validation must be one of {', '.join(map(repr, VALIDATIONS))}; got {validation!r}"
+        )
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ArgumentError(f"val_chunk must be an int >= 1 (or None), got {chunk!r}")
+    if metric_range is not None:
+        ok = (
+            isinstance(metric_range, (tuple, list))
+            and len(metric_range) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in metric_range)
+            and math.isfinite(metric_range[0])
+            and math.isfinite(metric_range[1])
+            and metric_range[0] < metric_range[1]
+        )
+        if not ok:
+            raise ArgumentError(
+                f"metric_range must be (lowest, highest) finite numbers with lowest < highest, "
+                f"got {metric_range!r}; it bounds the scores of examples not yet scored"
+            )
+
+
+def metric_range_of(metric: object, declared: tuple[float, float] | None) -> tuple[float, float]:
+    """The declared range, else the metric's own `range` attribute, else (0, 1)."""
+    if declared is not None:
+        return (float(declared[0]), float(declared[1]))
+    own = getattr(metric, "range", None)
+    if own is not None:
+        check_validation("full", None, own)
+        return (float(own[0]), float(own[1]))
+    return (0.0, 1.0)
+
+
+def default_chunk(n: int) -> int:
+    """About five looks: a fifth of the validation set, at least 5 examples."""
+    return max(5, math.ceil(n / 5))
+
+
+def looks(n: int, chunk: int) -> list[int]:
+    """How many examples are scored at each look: chunk, 2 chunk, ... (the last is n)."""
+    return [min(n, k) for k in range(chunk, n + chunk, chunk)]
+
+
+def spending(total: float, fractions: Sequence[float]) -> list[float]:
+    """Each look's share of `total` under the Lan-DeMets O'Brien-Fleming-type function
+    a(t) = 2 - 2 Phi(z_{1 - total/2} / sqrt(t)); the shares add up to `total`."""
+    z = NormalDist().inv_cdf(1 - total / 2)
+    spent = [2 - 2 * NormalDist().cdf(z / math.sqrt(t)) for t in fractions]
+    spent[-1] = total
+    return [b - a for a, b in zip([0.0, *spent[:-1]], spent, strict=True)]
+
+
+EvaluatePrefix = Callable[[Candidate, int], Awaitable[EvalResult]]
+
+
+async def screen(
+    candidates: list[Candidate],
+    evaluate: EvaluatePrefix,
+    *,
+    n: int,
+    gate: Gate,
+    best_score: float | None,
+    incumbent: Sequence[float | None],
+    settings: SequentialSettings,
+    tolerance: float = 0.0,
+    seed: int = 0,
+    gather: Callable[..., Awaitable[list[EvalResult]]],
+) -> list[Screened]:
+    """Score `candidates` look by look on the first k validation examples (evaluate(c, k)
+    runs only the examples not scored yet) and drop each once it cannot be accepted."""
+    state = {c.id: Screened(c, 0) for c in candidates}
+    plan = looks(n, settings.chunk)
+    shares = spending(settings.futility, [k / n for k in plan])
+    inc = list(incumbent)
+    for look, k in enumerate(plan):
+        if k >= n:
+            break  # the last look is the full validation itself
+        live = [s for s in state.values() if s.dropped is None]
+        if not live:
+            break
+        results = await gather(*(evaluate(s.candidate, k) for s in live))
+        for s, r in zip(live, results, strict=True):
+            s.examples, s.result = k, r
+        _drop(live, n, k, gate, best_score, inc, settings, tolerance, shares[look], seed)
+    return list(state.values())
+
+
+def _drop(
+    live: list[Screened],
+    n: int,
+    k: int,
+    gate: Gate,
+    best_score: float | None,
+    inc: list[float | None],
+    settings: SequentialSettings,
+    tolerance: float,
+    share: float,
+    seed: int,
+) -> None:
+    lo, hi = min(settings.low, 0.0), settings.high  # a failure later counts as 0
+    bounds: dict[str, tuple[float, float]] = {}
+    for s in live:
+        assert s.result is not None
+        _check_range(s.result, settings)
+        if s.result.n_failed:
+            continue  # the loop compares on the examples both scored: validate in full
+        seen = gate_scores(s.result.scores)
+        total = sum(seen)
+        bounds[s.candidate.id] = ((total + (n - k) * lo) / n, (total + (n - k) * hi) / n)
+        if gate == "significant":
+            why = _futile(seen, inc, n, k, settings, share, seed)
+        else:
+            why = _cannot_pass(gate, seen, inc, n, k, best_score, settings.high, tolerance)
+        if why:
+            s.dropped = f"stopped after {k} of {n} validation examples: {why}"
+    if gate == "significant":
+        return
+    for s in live:  # cannot be the top: another candidate's floor is above its ceiling
+        if s.dropped is None and s.candidate.id in bounds:
+            ceiling = bounds[s.candidate.id][1]
+            rival = next(
+                (
+                    o
+                    for o in live
+                    if o is not s
+                    and o.candidate.id in bounds
+                    and o.dropped is None
+                    and bounds[o.candidate.id][0] > ceiling + _EPS
+                ),
+                None,
+            )
+            if rival is not None:
+                s.dropped = (
+                    f"stopped after {k} of {n} validation examples: at most {ceiling:.3f} "
+                    f"at the end, below {rival.candidate.id}'s floor "
+                    f"{bounds[rival.candidate.id][0]:.3f}"
+                )
+
+
+def _cannot_pass(
+    gate: Gate,
+    seen: list[float],
+    inc: list[float | None],
+    n: int,
+    k: int,
+    best_score: float | None,
+    high: float,
+    tolerance: float,
+) -> str | None:
+    if best_score is None:
+        return None  # no score to beat: the gate accepts
+    ceiling = (sum(seen) + (n - k) * high) / n
+    if gate == "better":
+        fails = ceiling <= best_score + _EPS
+    else:
+        fails = ceiling < best_score - tolerance - _EPS
+    if not fails:
+        return None
+    # Were some remaining examples to fail, the loop would compare on the examples both
+    # scored: the best case there includes each remaining example only if it helps.
+    diff = sum(c - i for c, i in zip(seen, inc, strict=False) if i is not None) + sum(
+        max(0.0, high - i) for i in inc[k:] if i is not None
+    )
+    if gate == "better" and diff > _EPS:
+        return None
+    if gate != "better" and diff >= -tolerance * n - _EPS:
+        return None
+    need = "above" if gate == "better" else "at least"
+    target = best_score if gate == "better" else best_score - tolerance
+    return (
+        f"at most {ceiling:.3f} at the end even if every remaining example scored "
+        f"{high:g}; the {gate} gate needs {need} {target:.3f}"
+    )
+
+
+def _futile(
+    seen: list[float],
+    inc: list[float | None],
+    n: int,
+    k: int,
+    settings: SequentialSettings,
+    share: float,
+    seed: int,
+) -> str | None:
+    both = [(c, i) for c, i in zip(seen, inc[:k], strict=True) if i is not None]
+    d = [c - i for c, i in both]
+    best_case = sum(d) + (n - k) * (settings.high - settings.low)
+    if best_case <= _EPS:
+        return (
+            "the mean difference from the incumbent cannot end above 0 even if every "
+            "remaining example favoured the candidate"
+        )
+    if not d or sum(d) >= 0:
+        return None
+    worse = paired_test([i for _, i in both], [c for c, _ in both], seed=seed + k)
+    if worse.p_value < share:
+        return (
+            f"futility: the candidate is worse than the incumbent (sign-flip p="
+            f"{worse.p_value:.4f} < this look's futility share {share:.4f})"
+        )
+    return None
+
+
+def _check_range(result: EvalResult, settings: SequentialSettings) -> None:
+    for i, s in enumerate(result.scores):
+        if s is not None and not (settings.low - _EPS <= s <= settings.high + _EPS):
+            raise ArgumentError(
+                f"validation example {i} scored {s:g}, outside the metric range "
+                f"[{settings.low:g}, {settings.high:g}] that sequential validation bounds the "
+                "unscored examples with; pass Trainer(metric_range=(lowest, highest)) or give "
+                "the metric a `range` attribute"
+            )
