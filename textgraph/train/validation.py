@@ -24,9 +24,9 @@ Why a candidate is dropped, with k of n examples scored, metric range
   differences the final mean difference cannot be positive; (b) futility
   test: a one-sided sign-flip permutation test of "the candidate is worse"
   on the k pairs has p below this look's share of `futility` (spent over
-  the looks by an O'Brien-Fleming-type function, so early looks need strong
-  evidence). Acceptance is decided only at the end, by the gate's own test
-  at alpha on all n examples, so the false-accept rate stays the fixed
+  the looks by a Pocock-type function, front-loaded so losers stop early).
+  Acceptance is decided only at the end, by the gate's own test at alpha on
+  all n examples, so the false-accept rate stays the fixed
   test's (dropping can only turn acceptances into rejections); a candidate
   no worse than the incumbent is dropped by (b) with probability at most
   `futility` (union bound over the looks).
@@ -41,7 +41,6 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 
 from textgraph.candidate import Candidate
 from textgraph.errors import ArgumentError
@@ -119,10 +118,11 @@ def looks(n: int, chunk: int) -> list[int]:
 
 
 def spending(total: float, fractions: Sequence[float]) -> list[float]:
-    """Each look's share of `total` under the Lan-DeMets O'Brien-Fleming-type function
-    a(t) = 2 - 2 Phi(z_{1 - total/2} / sqrt(t)); the shares add up to `total`."""
-    z = NormalDist().inv_cdf(1 - total / 2)
-    spent = [2 - 2 * NormalDist().cdf(z / math.sqrt(t)) for t in fractions]
+    """Each look's share of `total` under the Lan-DeMets Pocock-type function
+    a(t) = total * ln(1 + (e - 1) t); the shares add up to `total`. Pocock-type spends
+    more at early looks than O'Brien-Fleming-type, which is what stopping losers early
+    needs (a futility drop never causes a false acceptance)."""
+    spent = [total * math.log(1 + (math.e - 1) * t) for t in fractions]
     spent[-1] = total
     return [b - a for a, b in zip([0.0, *spent[:-1]], spent, strict=True)]
 
