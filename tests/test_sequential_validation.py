@@ -16,7 +16,13 @@ from textgraph.engines import ScriptedEngine
 from textgraph.eval.gate import decide
 from textgraph.eval.result import EvalResult, Usage
 from textgraph.runs import RunDir
-from textgraph.train.validation import SequentialSettings, looks, screen, spending
+from textgraph.train.validation import (
+    SequentialSettings,
+    conditional_power,
+    looks,
+    screen,
+    spending,
+)
 
 
 def planted(system: str, question: str) -> str:
@@ -212,7 +218,7 @@ async def _sequential_significant(cand, inc, alpha, chunk, seed):
     async def gather(*coroutines):
         return [await c for c in coroutines]
 
-    settings = SequentialSettings(chunk=chunk, futility=alpha)
+    settings = SequentialSettings(chunk=chunk, futility=alpha, alpha=alpha)
     [screened] = await screen(
         [Candidate({"p": "x"})],
         evaluate,
@@ -255,9 +261,24 @@ def test_significant_gate_keeps_its_false_accept_rate_and_most_of_its_power():
     assert null_rate <= alpha + 3 * (alpha * (1 - alpha) / sims) ** 0.5
     assert null_rate <= null_full
     worse_rate, _, worse_used = simulate(0.4, 0.7)
-    assert worse_rate == 0 and worse_used < 0.75  # clearly worse: stopped early (0.72)
+    assert worse_rate == 0 and worse_used < 0.5  # clearly worse: stopped early (0.39)
     power, full_power, _ = simulate(0.85, 0.55)
     assert power >= full_power - alpha - 0.02, (power, full_power)
+
+
+def test_conditional_power_follows_the_trend():
+    from statistics import NormalDist
+
+    n = 50
+    assert conditional_power([1.0, 0.0] * 5, n, 0.05) is None  # before 40% of the set
+    assert conditional_power([0.0] * 20, n, 0.05) is None  # all equal: undefined
+    strong = [1.0] * 15 + [0.0] * 5  # 20 pairs, mean 0.75
+    weak = [1.0] * 5 + [0.0] * 10 + [-1.0] * 5  # 20 pairs, mean 0
+    assert conditional_power(strong, n, 0.05) > 0.99
+    assert conditional_power(weak, n, 0.05) < 0.05
+    # the closed form at one point: Z_k = 0, t = 0.4 -> 1 - Phi(z_0.95 / sqrt(0.6))
+    expected = 1 - NormalDist().cdf(NormalDist().inv_cdf(0.95) / 0.6**0.5)
+    assert abs(conditional_power(weak, n, 0.05) - expected) < 1e-9
 
 
 def test_spending_adds_up_and_looks_cover_the_set():

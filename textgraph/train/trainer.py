@@ -849,7 +849,9 @@ class Trainer:
     def _sequential_settings(self) -> SequentialSettings:
         low, high = metric_range_of(self.metric, self.metric_range)
         chunk = self.val_chunk or default_chunk(len(self.val))
-        return SequentialSettings(chunk=chunk, low=low, high=high, futility=self.alpha)
+        return SequentialSettings(
+            chunk=chunk, low=low, high=high, futility=self.alpha, alpha=self.alpha
+        )
 
     def _stops_early(self) -> bool:
         """Sequential validation applies: asked for, and the optimizer does not need every

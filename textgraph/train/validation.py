@@ -29,7 +29,12 @@ Why a candidate is dropped, with k of n examples scored, metric range
   all n examples, so the false-accept rate stays the fixed
   test's (dropping can only turn acceptances into rejections); a candidate
   no worse than the incumbent is dropped by (b) with probability at most
-  `futility` (union bound over the looks).
+  `futility` (union bound over the looks); (c) conditional power: the chance
+  that the final test ends significant, were the remaining examples to follow
+  the observed trend (Lan & Wittes), is below `conditional_power` (0.1). Rule
+  (c) is non-binding futility: it can only turn acceptances into rejections,
+  so the false-accept rate stays at most alpha; the power it costs is measured
+  on seeded simulations (tests/test_sequential_validation.py).
 
 Every candidate the gate would accept is validated in full anyway (its
 scores become the incumbent's), so stopping early saves calls only on
@@ -41,6 +46,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from textgraph.candidate import Candidate
 from textgraph.errors import ArgumentError
@@ -51,6 +57,8 @@ from textgraph.eval.stats import paired_test
 #: Validation modes of the Trainer.
 VALIDATIONS = ("full", "sequential")
 _EPS = 1e-12
+#: Conditional power is only acted on once this share of the validation set is scored.
+CP_MIN_FRACTION = 0.4
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,8 @@ class SequentialSettings:
     low: float = 0.0
     high: float = 1.0
     futility: float = 0.05
+    alpha: float = 0.05  # the significant gate's level
+    conditional_power: float = 0.05  # drop below this chance of ending significant
 
 
 @dataclass
@@ -267,7 +277,16 @@ def _futile(
             "the mean difference from the incumbent cannot end above 0 even if every "
             "remaining example favoured the candidate"
         )
-    if not d or sum(d) >= 0:
+    if not d:
+        return None
+    power = conditional_power(d, n, settings.alpha)
+    if power is not None and power < settings.conditional_power:
+        return (
+            f"futility: conditional power {power:.3f} < {settings.conditional_power:g} (the "
+            f"chance, were the remaining examples to follow the trend of the first {k}, that "
+            f"the gate's test at alpha={settings.alpha:g} ends significant)"
+        )
+    if sum(d) >= 0:
         return None
     worse = paired_test([i for _, i in both], [c for c, _ in both], seed=seed + k)
     if worse.p_value < share:
@@ -276,6 +295,25 @@ def _futile(
             f"{worse.p_value:.4f} < this look's futility share {share:.4f})"
         )
     return None
+
+
+def conditional_power(d: Sequence[float], n: int, alpha: float) -> float | None:
+    """The chance that the one-sided test at `alpha` on all n paired differences ends
+    significant, if the remaining n - k follow the trend of the k seen (Lan & Wittes's
+    B-value form: CP = 1 - Phi((z_{1-alpha} - Z_k / sqrt(t)) / sqrt(1 - t)), t = k / n,
+    Z_k the z statistic of the k differences). None before CP_MIN_FRACTION of the set
+    (and 10 pairs) is scored, when all differences are equal, or when nothing is left."""
+    k = len(d)
+    if k < max(10, CP_MIN_FRACTION * n) or k >= n:
+        return None  # early trends are too noisy to act on
+    mean = sum(d) / k
+    var = sum((x - mean) ** 2 for x in d) / (k - 1)
+    if var <= _EPS:
+        return None
+    z_k = mean / math.sqrt(var / k)
+    t = k / n
+    z_alpha = NormalDist().inv_cdf(1 - alpha)
+    return 1 - NormalDist().cdf((z_alpha - z_k / math.sqrt(t)) / math.sqrt(1 - t))
 
 
 def _check_range(result: EvalResult, settings: SequentialSettings) -> None:
