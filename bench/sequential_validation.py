@@ -80,9 +80,9 @@ def world(seed: int, steps: int) -> list[str]:
 
 
 def run(
-    prompts: list[str], gate: str, validation: str, val: int, chunk: int | None
-) -> tuple[list, str, int]:
-    engine = ScriptedEngine(respond)
+    prompts: list[str], gate: str, validation: str, val: int, chunk: int | None, latency: float
+) -> tuple[list, str, int, float]:
+    engine = ScriptedEngine(respond, latency=latency)
     trainer = tg.Trainer(
         Program(engine),
         optimizer=Scripted(prompts),
@@ -96,10 +96,12 @@ def run(
         val_chunk=chunk if validation == "sequential" else None,
         progress=False,
     )
+    started = time.perf_counter()
     result = trainer.fit()
+    wall = time.perf_counter() - started
     decisions = [(r.decision, r.current) for r in result.history]
     final = json.dumps(result.best_state, sort_keys=True)
-    return decisions, final, len(engine.calls_for("validation"))
+    return decisions, final, len(engine.calls_for("validation")), wall
 
 
 def main() -> None:
@@ -110,20 +112,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-chunk", type=int, default=None,
                         help="examples per look (default: the Trainer's, a fifth of val)")
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds per call of the scripted engine (walls are then "
+                        "meaningful: every look is one more wave of concurrent calls)")
     args = parser.parse_args()
     started = time.perf_counter()
     document: dict = {"worlds": args.worlds, "steps": args.steps, "batch": 3,
                       "val_examples": args.val, "val_chunk": args.val_chunk,
+                      "latency_s": args.latency,
                       "target_saved": TARGET_SAVED, "gates": {}}
     for gate in ("better", "not_worse", "significant"):
         full_calls = seq_calls = accepted = 0
+        full_wall = seq_wall = 0.0
         same = True
         for w in range(args.worlds):
             prompts = world(args.seed + w, args.steps)
-            full = run(prompts, gate, "full", args.val, None)
-            seq = run(prompts, gate, "sequential", args.val, args.val_chunk)
+            full = run(prompts, gate, "full", args.val, None, args.latency)
+            seq = run(prompts, gate, "sequential", args.val, args.val_chunk, args.latency)
             same = same and full[:2] == seq[:2]
             full_calls, seq_calls = full_calls + full[2], seq_calls + seq[2]
+            full_wall, seq_wall = full_wall + full[3], seq_wall + seq[3]
             accepted += sum(d == "accepted" for d, _ in full[0])
         saved = 1 - seq_calls / full_calls
         document["gates"][gate] = {
@@ -132,10 +140,13 @@ def main() -> None:
             "validation_calls_full": full_calls,
             "validation_calls_sequential": seq_calls,
             "saved": round(saved, 3),
+            "wall_s_full": round(full_wall, 2),
+            "wall_s_sequential": round(seq_wall, 2),
             "met_target": same and saved >= TARGET_SAVED,
         }
     document["seconds"] = round(time.perf_counter() - started, 1)
-    out = HERE / "results" / "sequential_validation.json"
+    name = "sequential_validation" + (f"_chunk{args.val_chunk}" if args.val_chunk else "")
+    out = HERE / "results" / f"{name}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(document, indent=2) + "\n")
     print(json.dumps(document, indent=2))
