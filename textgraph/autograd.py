@@ -64,6 +64,7 @@ async def backward(
                 targets=targets,
                 engine=chosen or node.engine,
                 per_input=per_input,
+                own_objective=bool(own),
             )
             for item in await node.op.backward(ctx):
                 gradient = Gradient(

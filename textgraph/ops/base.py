@@ -50,6 +50,8 @@ class BackwardContext:
     targets: tuple[Variable, ...]
     engine: Engine | None
     per_input: bool = False
+    # The output's own value is the objective (it is the root or a loss): `feedback[0]`.
+    own_objective: bool = False
 
     def require_engine(self) -> Engine:
         if self.engine is None:
