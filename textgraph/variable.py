@@ -177,6 +177,21 @@ class Variable:
         return _check_text(value, "Variable value")
 
     @property
+    def gradients(self) -> list[Gradient]:
+        """The critiques received, in a deterministic order (a list, not TextGrad's set)."""
+        return self._gradients
+
+    @gradients.setter
+    def gradients(self, new: list[Gradient]) -> None:
+        if not isinstance(new, list):
+            raise ArgumentError(
+                f"{self.id}.gradients is a list of tg.Gradient (ordered, so runs are "
+                f"reproducible), got {type(new).__name__}. To clear it (TextGrad's "
+                "`x.gradients = set()`) write x.zero_grad() or optimizer.zero_grad()."
+            )
+        self._gradients = new
+
+    @property
     def predecessors(self) -> tuple[Variable, ...]:
         """The inputs this variable was computed from, in call order."""
         return self._predecessors
