@@ -65,11 +65,23 @@ def reset_configuration() -> None:
         _configured[role] = None
 
 
+# An optimizer's rewrite is critic work: without an optimizer_engine it goes to the
+# backward_engine (as TextGrad's optimizers default to its backward engine), then engine.
+FALLBACKS = {
+    "engine": ("engine",),
+    "backward_engine": ("backward_engine", "engine"),
+    "optimizer_engine": ("optimizer_engine", "backward_engine", "engine"),
+}
+
+
 def configured(role: str = "engine", *, fallback: bool = True) -> Engine | None:
-    """What `tg.configure` set for `role`, falling back to its `engine` unless told not to."""
+    """What `tg.configure` set for `role`, falling back (see FALLBACKS) unless told not to."""
     if role not in ROLES:
         raise ArgumentError(f"unknown engine role {role!r}; one of {ROLES}")
-    return _configured[role] or (_configured["engine"] if fallback else None)
+    for name in FALLBACKS[role] if fallback else (role,):
+        if _configured[name] is not None:
+            return _configured[name]
+    return None
 
 
 @contextlib.contextmanager
@@ -124,8 +136,10 @@ def process_engine(role: str = "engine") -> Engine | None:
 
 
 def engine_for_model(model: str, what: str) -> Engine:
-    from textgraph.engines.registry import get_engine  # the registry builds on this module
+    # the registry builds on this module
+    from textgraph.engines.registry import get_engine, textgraph_model
 
+    model = textgraph_model(model, stacklevel=4)
     with _lock:
         if model not in _by_model:
             try:

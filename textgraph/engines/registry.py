@@ -86,19 +86,25 @@ def textgraph_spelling(model: str) -> str | None:
     return None
 
 
+def textgraph_model(model: str, *, stacklevel: int = 2) -> str:
+    """`model`, or its textgraph spelling (with a warning naming it) for a TextGrad name."""
+    spelled = textgraph_spelling(model)
+    if spelled is None:
+        return model
+    warnings.warn(
+        f"{model!r} is TextGrad's spelling; textgraph's is {spelled!r} (using that)",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+    return spelled
+
+
 def get_engine(model: str | None = None, **options: Any) -> ManagedEngine:
     """Build the engine for a model string; see the module docstring for the forms."""
     model = model or default_model()
     if not isinstance(model, str):
         raise ArgumentError(f"model must be a string such as 'openai/gpt-4o', got {model!r}")
-    spelled = textgraph_spelling(model)
-    if spelled is not None:
-        warnings.warn(
-            f"{model!r} is TextGrad's spelling; textgraph's is {spelled!r} (using that)",
-            UserWarning,
-            stacklevel=2,
-        )
-        model = spelled
+    model = textgraph_model(model, stacklevel=3)
     provider, _, name = model.partition("/")
     managed = {k: options.pop(k) for k in list(options) if k in MANAGED_OPTIONS}
     if provider == "scripted" and not name:
