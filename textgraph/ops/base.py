@@ -57,7 +57,8 @@ class BackwardContext:
         if self.engine is None:
             raise ConfigurationError(
                 f"backward through {self.node.op.name!r} needs an LLM to write feedback, but no "
-                "engine is known: pass loss.backward(engine=...) or use `with tg.use_engine(...)`."
+                "engine is known: pass loss.backward(engine=...), use `with tg.use_engine(...)`, "
+                "call tg.configure(backward_engine=...) or set TEXTGRAPH_MODEL."
             )
         return self.engine
 
