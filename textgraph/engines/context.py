@@ -41,9 +41,9 @@ def configure(
     backward_engine: Engine | str | None = None,
     optimizer_engine: Engine | str | None = None,
 ) -> None:
-    """Process-wide defaults: `engine` for ops and losses, `backward_engine` for the
-    critiques backward writes, `optimizer_engine` for optimizers' rewrites (each falls back
-    to `engine`). Only the roles passed change; `tg.configure(engine=None)` cannot clear
+    """Process-wide defaults beneath `use_engine`: `engine` for ops, `backward_engine` for
+    losses and the critiques backward writes, `optimizer_engine` for optimizers' rewrites
+    (see FALLBACKS). Only the roles passed change; `tg.configure(engine=None)` cannot clear
     one, use `tg.engines.context.reset_configuration()` for that."""
     given = (engine, backward_engine, optimizer_engine)
     for role, value in zip(ROLES, given, strict=True):
