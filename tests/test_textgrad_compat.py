@@ -77,13 +77,15 @@ def test_textgrad_solution_optimization_flow_runs_unchanged():
     )
     model = tg.BlackboxLLM(engine)
     answer = model(question)
+    answer.set_role_description("concise and accurate answer to the question")
     assert not answer.requires_grad
     optimizer = tg.TextualGradientDescent(parameters=[answer])
     assert answer.requires_grad  # handed to an optimizer: a parameter
     loss = tg.TextLoss("Evaluate the answer; be concise and critical.")(answer)
     loss.backward()
     optimizer.step()
-    assert answer.value == "A spider has 8 legs."
+    assert answer.get_value() == "A spider has 8 legs."
+    assert "concise and accurate answer" in engine.calls_for("optimizer")[0].request.prompt_text()
     assert [g.text for g in answer.gradients] == ["Wrong: spiders have 8 legs."]
 
 
@@ -116,3 +118,15 @@ def test_set_backward_engine_accepts_a_model_string(monkeypatch):
     assert context.configured("backward_engine") is context.check_engine("openai/gpt-4o", "x")
     with pytest.raises(tg.ArgumentError, match="engine or a model string"):
         tg.set_backward_engine(None)
+
+
+def test_textgrad_accessors_read_and_write_the_variable():
+    v = tg.Variable("old", role_description="r")
+    v.set_value("new")
+    assert v.get_value() == v.value == "new"
+    v.set_role_description("a better role")
+    assert v.get_role_description() == "a better role"
+    with pytest.raises(tg.ArgumentError, match="non-empty"):
+        v.set_role_description("  ")
+    with pytest.raises(tg.ArgumentError, match="must be a str"):
+        v.set_value(3)

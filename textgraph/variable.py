@@ -171,6 +171,21 @@ class Variable:
     def value(self, new: str) -> None:
         self._value = self.check_value(new)
 
+    # TextGrad's accessors, so code ported from it runs unchanged
+    def get_value(self) -> str:
+        return self.value
+
+    def set_value(self, value: str) -> None:
+        self.value = value
+
+    def get_role_description(self) -> str:
+        return self.role_description
+
+    def set_role_description(self, role_description: str) -> None:
+        if not isinstance(role_description, str) or not role_description.strip():
+            raise ArgumentError("role_description must be a non-empty str")
+        self.role_description = role_description
+
     def check_value(self, value: object) -> str:
         """The value this variable would hold for `value`, or a clear error. Subclasses
         holding structured text (tg.Demos) validate and canonicalize here."""
