@@ -28,6 +28,18 @@ def by_purpose(**overrides: str | Callable[[ChatRequest], str]) -> Callable[[Cha
     return respond
 
 
+@pytest.fixture(autouse=True)
+def no_process_default_engine(request, monkeypatch):
+    """Unit tests see no TEXTGRAPH_MODEL (a developer's shell may set one) and leave no
+    tg.configure defaults behind; the real-model tier keeps the variable."""
+    from textgraph.engines.context import reset_configuration
+
+    if request.node.get_closest_marker("real_model") is None:
+        monkeypatch.delenv("TEXTGRAPH_MODEL", raising=False)
+    yield
+    reset_configuration()
+
+
 @pytest.fixture
 def engine() -> ScriptedEngine:
     return ScriptedEngine(by_purpose())

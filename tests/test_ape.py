@@ -375,7 +375,7 @@ def test_bad_arguments_and_a_module_without_text_parameters():
     with pytest.raises(tg.ArgumentError, match="concurrency"):
         APE(concurrency=0)
     with pytest.raises(tg.ArgumentError, match="must be an engine"):
-        APE(engine="gpt-4o")
+        APE(engine=42)  # a model string is an engine spec (tg.get_engine); a number is not
     with pytest.raises(tg.ArgumentError, match="steps_for"):
         _ = APE().steps_needed
 

@@ -291,3 +291,38 @@ async def test_backward_respects_the_engine_concurrency_limit():
     peak = max(sum(1 for o in calls if o.start <= c.start < o.end) for c in calls)
     assert peak == 2
     assert waves(calls) == 3
+
+
+def test_sum_of_function_judgements_gives_each_example_only_its_own_verdict():
+    """TextGrad's prompt-optimization loop: a string judge per example, tg.sum, backward."""
+    verdicts = {"2+2": "CORRECT-ALPHA", "3+3": "WRONG-BRAVO", "5+5": "WRONG-CHARLIE"}
+
+    def backward_reply(request):
+        text = request.prompt_text()
+        seen = [v for v in verdicts.values() if v in text]
+        return "feedback about " + " and ".join(seen)
+
+    engine = ScriptedEngine(by_purpose(forward="an answer", backward=backward_reply))
+    system = param("Answer the arithmetic question.")
+    judge = tg.function(
+        lambda answer, question: f"Verdict on {question}: {verdicts[question]}",
+        purpose="Judges whether the answer to the question is correct.",
+    )
+    losses = [judge(tg.LLMCall(engine, system)(data(q)), q) for q in verdicts]
+    tg.sum(losses).backward(engine=engine)
+
+    prompts = [c.request.prompt_text() for c in engine.calls_for("backward")]
+    assert len(prompts) == 6  # one through each judge, one through each LLM call
+    for prompt in prompts:
+        assert sum(v in prompt for v in verdicts.values()) == 1, prompt
+    assert sorted(g.text for g in system.gradients) == sorted(
+        f"feedback about {v}" for v in verdicts.values()
+    )
+
+
+def test_sum_as_an_intermediate_value_passes_its_feedback_to_every_input(engine):
+    x, y = param("part one", "first part"), param("part two", "second part")
+    loss = tg.TextLoss("Judge.", engine=engine)(tg.sum([x, y]))
+    loss.backward()
+    assert [g.text for g in x.gradients] == [loss.value]
+    assert [g.text for g in y.gradients] == [loss.value]

@@ -66,3 +66,12 @@ def test_compression_page_runs_as_written(capsys):
 
 def test_sequential_validation_page_runs_as_written(capsys):
     run_page("sequential-validation.md", capsys)
+
+
+def test_coming_from_textgrad_page_runs_as_written(capsys):
+    from textgraph.engines import context
+
+    try:
+        run_page("coming-from-textgrad.md", capsys)
+    finally:
+        context.reset_configuration()

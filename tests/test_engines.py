@@ -76,7 +76,9 @@ def test_engine_is_reusable_across_event_loops():
     assert engine.generate_sync(request).text == engine.generate_sync(request).text == "x"
 
 
-def test_use_engine_is_scoped_and_missing_engine_is_explained():
+def test_use_engine_is_scoped_and_missing_engine_is_explained(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     engine = ScriptedEngine(lambda r: "x")
     q = tg.Variable("q", role_description="question")
     with tg.use_engine(engine):
@@ -84,8 +86,11 @@ def test_use_engine_is_scoped_and_missing_engine_is_explained():
     assert tg.engines.default_engine() is None
     with pytest.raises(tg.ConfigurationError, match=r"tg.use_engine"):
         tg.LLMCall()(q)
-    with pytest.raises(tg.ArgumentError, match=r"must be an engine"):
-        tg.LLMCall("openai/gpt-4o")
+    with pytest.raises(tg.ArgumentError, match=r"must be an engine .* or a model string"):
+        tg.LLMCall(42)
+    # a model string is an engine spec now; without a key it says which one is missing
+    with pytest.raises(tg.ConfigurationError, match=r"LLMCall\(engine\).*OPENAI_API_KEY"):
+        tg.LLMCall("openai/gpt-4o-no-key")
 
 
 def test_variable_validation_messages():

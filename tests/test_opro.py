@@ -409,7 +409,7 @@ def test_argument_and_state_errors():
     with pytest.raises(tg.ArgumentError, match="max_empty_rounds"):
         OPRO(max_empty_rounds=0)
     with pytest.raises(tg.ArgumentError, match="must be an engine"):
-        OPRO(engine="gpt-4o")
+        OPRO(engine=42)  # a model string is an engine spec (tg.get_engine); a number is not
     # no validation split: the first propose says what to do
     with pytest.raises(tg.ArgumentError, match=r"OPRO needs validation scores.*val="):
         trainer(opro(proposer()), val=None, gate="always", max_steps=1).fit()

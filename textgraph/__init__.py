@@ -11,7 +11,7 @@ from textgraph import compression, engines, optim, report
 from textgraph.candidate import Candidate
 from textgraph.compression import compress
 from textgraph.demos import Demo, Demos
-from textgraph.engines.context import use_engine
+from textgraph.engines.context import configure, set_backward_engine, use_engine
 from textgraph.engines.registry import get_engine
 from textgraph.engines.usage import Budget
 from textgraph.errors import (
@@ -69,6 +69,10 @@ from textgraph.variable import Gradient, Variable
 
 __version__ = "0.1.0"
 
+# TextGrad's names, so code ported from it runs unchanged (docs/coming-from-textgrad.md)
+BlackboxLLM = LLMCall
+TextualGradientDescent = TGD
+
 # A library never configures logging for the application; users opt in.
 logging.getLogger("textgraph").addHandler(logging.NullHandler())
 
@@ -77,6 +81,7 @@ __all__ = [
     "ArgumentError",
     "AuthenticationError",
     "BM25Index",
+    "BlackboxLLM",
     "Budget",
     "BudgetExceeded",
     "CacheError",
@@ -122,6 +127,7 @@ __all__ = [
     "Sum",
     "TextLoss",
     "TextgraphError",
+    "TextualGradientDescent",
     "Trainer",
     "TruncatedOutput",
     "Update",
@@ -130,6 +136,7 @@ __all__ = [
     "compress",
     "compression",
     "concat",
+    "configure",
     "engines",
     "evaluate",
     "example_metric_loss",
@@ -140,6 +147,7 @@ __all__ = [
     "optim",
     "report",
     "retrieved",
+    "set_backward_engine",
     "show",
     "sum",
     "to_dot",

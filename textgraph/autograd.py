@@ -14,7 +14,7 @@ import asyncio
 import functools
 
 from textgraph.engines.base import Engine
-from textgraph.engines.context import check_engine, default_engine
+from textgraph.engines.context import check_engine, configured, context_engine, process_engine
 from textgraph.errors import ArgumentError
 from textgraph.graph import ancestry
 from textgraph.ops.base import BackwardContext, distinct
@@ -27,16 +27,18 @@ async def backward(
     """Propagate critiques from `root` to every upstream variable that requires grad.
 
     The engine that writes critiques: `engine` if given, else the context
-    default (`tg.use_engine`), else each op's own forward engine.
+    default (`tg.use_engine`), else `tg.configure(backward_engine=...)`, else
+    each op's own forward engine, else `tg.configure(engine=...)` or
+    TEXTGRAPH_MODEL.
     """
-    check_engine(engine, "backward(engine)")
+    engine = check_engine(engine, "backward(engine)")
     if not root.requires_grad:
         raise ArgumentError(
             f"{root.id} ({root.role_description}) does not depend on any variable with "
             "requires_grad=True, so backward has nothing to update. Mark the parameters you "
             "want to optimize with requires_grad=True."
         )
-    chosen = engine or default_engine()
+    chosen = engine or context_engine() or configured("backward_engine", fallback=False)
     order = [v for v in ancestry(root) if v.requires_grad]
     position = {v: i for i, v in enumerate(order)}
     pending = dict.fromkeys(order, 0)
@@ -62,8 +64,9 @@ async def backward(
                 feedback=feedback,
                 received=received,
                 targets=targets,
-                engine=chosen or node.engine,
+                engine=chosen or node.engine or process_engine("backward_engine"),
                 per_input=per_input,
+                own_objective=bool(own),
             )
             for item in await node.op.backward(ctx):
                 gradient = Gradient(

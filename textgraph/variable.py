@@ -171,10 +171,40 @@ class Variable:
     def value(self, new: str) -> None:
         self._value = self.check_value(new)
 
+    # TextGrad's accessors, so code ported from it runs unchanged
+    def get_value(self) -> str:
+        return self.value
+
+    def set_value(self, value: str) -> None:
+        self.value = value
+
+    def get_role_description(self) -> str:
+        return self.role_description
+
+    def set_role_description(self, role_description: str) -> None:
+        if not isinstance(role_description, str) or not role_description.strip():
+            raise ArgumentError("role_description must be a non-empty str")
+        self.role_description = role_description
+
     def check_value(self, value: object) -> str:
         """The value this variable would hold for `value`, or a clear error. Subclasses
         holding structured text (tg.Demos) validate and canonicalize here."""
         return _check_text(value, "Variable value")
+
+    @property
+    def gradients(self) -> list[Gradient]:
+        """The critiques received, in a deterministic order (a list, not TextGrad's set)."""
+        return self._gradients
+
+    @gradients.setter
+    def gradients(self, new: list[Gradient]) -> None:
+        if not isinstance(new, list):
+            raise ArgumentError(
+                f"{self.id}.gradients is a list of tg.Gradient (ordered, so runs are "
+                f"reproducible), got {type(new).__name__}. To clear it (TextGrad's "
+                "`x.gradients = set()`) write x.zero_grad() or optimizer.zero_grad()."
+            )
+        self._gradients = new
 
     @property
     def predecessors(self) -> tuple[Variable, ...]:

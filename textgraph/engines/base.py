@@ -153,10 +153,25 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def _generate(self, request: ChatRequest) -> ChatResponse: ...
 
-    def generate_sync(self, request: ChatRequest) -> ChatResponse:
-        """Blocking convenience form of `generate`."""
+    def generate_sync(
+        self, request: ChatRequest | str, *, system_prompt: str | None = None
+    ) -> ChatResponse:
+        """Blocking convenience form of `generate`. Plain text is one user message (with
+        `system_prompt`, as TextGrad's `engine(prompt, system_prompt=...)`); the reply's
+        text is `.text`."""
         from textgraph._sync import run_sync
 
+        if isinstance(request, str):
+            request = ChatRequest.from_prompts(system_prompt, request)
+        elif system_prompt is not None:
+            raise ArgumentError(
+                "system_prompt= goes with a plain-text prompt; a ChatRequest carries its own "
+                "system message"
+            )
+        if not isinstance(request, ChatRequest):
+            raise ArgumentError(
+                f"generate_sync takes a ChatRequest or a str, got {type(request).__name__}"
+            )
         return run_sync(self.generate(request))
 
     def __repr__(self) -> str:

@@ -7,6 +7,10 @@
     local/<path.gguf>   any GGUF file
     scripted            the test double (needs responder=...)
 
+TextGrad's bare names are accepted with a warning naming the textgraph
+spelling: "gpt-4o" (and o1/o3/o4 models) is openai/gpt-4o, "claude-..." is
+anthropic/claude-..., "ollama-llama3" is ollama/llama3.
+
 Every engine comes wrapped in a ManagedEngine (cache, budget, usage,
 record/replay). The cache is on by default for real providers.
 """
@@ -14,6 +18,8 @@ record/replay). The cache is on by default for real providers.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +68,43 @@ def default_model() -> str:
     return os.environ.get("TEXTGRAPH_MODEL") or DEFAULT_MODEL
 
 
+TEXTGRAD_NAMES = (
+    (re.compile(r"(gpt-|chatgpt-|o1|o3|o4)"), "openai/"),
+    (re.compile(r"claude-"), "anthropic/"),
+    (re.compile(r"ollama-"), "ollama/"),
+)
+
+
+def textgraph_spelling(model: str) -> str | None:
+    """The textgraph model string for one of TextGrad's bare names, else None."""
+    if "/" in model:
+        return None
+    for pattern, provider in TEXTGRAD_NAMES:
+        if pattern.match(model):
+            name = model.removeprefix("ollama-") if provider == "ollama/" else model
+            return provider + name if name else None
+    return None
+
+
+def textgraph_model(model: str, *, stacklevel: int = 2) -> str:
+    """`model`, or its textgraph spelling (with a warning naming it) for a TextGrad name."""
+    spelled = textgraph_spelling(model)
+    if spelled is None:
+        return model
+    warnings.warn(
+        f"{model!r} is TextGrad's spelling; textgraph's is {spelled!r} (using that)",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+    return spelled
+
+
 def get_engine(model: str | None = None, **options: Any) -> ManagedEngine:
     """Build the engine for a model string; see the module docstring for the forms."""
     model = model or default_model()
     if not isinstance(model, str):
         raise ArgumentError(f"model must be a string such as 'openai/gpt-4o', got {model!r}")
+    model = textgraph_model(model, stacklevel=3)
     provider, _, name = model.partition("/")
     managed = {k: options.pop(k) for k in list(options) if k in MANAGED_OPTIONS}
     if provider == "scripted" and not name:

@@ -36,7 +36,7 @@ class MetricLoss(Loss):
     def __init__(self, metric: Metric, engine: Engine | None = None, *, perfect: float = 1.0):
         if not callable(metric):
             raise ArgumentError(f"metric must be callable(prediction, target), got {metric!r:.40}")
-        check_engine(engine, "MetricLoss(engine)")
+        engine = check_engine(engine, "MetricLoss(engine)")
         self.metric = metric
         self.engine = engine
         self.perfect = float(perfect)
@@ -66,7 +66,9 @@ class MetricLoss(Loss):
             node.saved["feedback"] = scored.feedback
             text = f"Score {score:g} of {self.perfect:g} on {self.metric_name}. {scored.feedback}"
         else:
-            engine = resolve_engine(self.engine, what="MetricLoss explanation of a failure")
+            engine = resolve_engine(
+                self.engine, what="MetricLoss explanation of a failure", role="backward_engine"
+            )
             node.engine = engine
             origin = prediction.grad_fn
             context = (

@@ -45,12 +45,12 @@ class _Evaluation(Loss):
     calls_llm = True
 
     def __init__(self, instruction: str | Variable, engine: Engine | None = None) -> None:
-        check_engine(engine, f"{type(self).__name__}(engine)")
+        engine = check_engine(engine, f"{type(self).__name__}(engine)")
         self.instruction = _instruction_variable(instruction)
         self.engine = engine
 
     async def _evaluate(self, fields: tuple[Variable, ...], roles: list[str]) -> Variable:
-        engine = resolve_engine(self.engine, what=f"{type(self).__name__}")
+        engine = resolve_engine(self.engine, what=f"{type(self).__name__}", role="backward_engine")
         system = render_file("loss_system", instruction=fence(self.instruction.value))
         what = roles[0] if len(roles) == 1 else "fields"
         user = render_file("loss_user", role=what, fields=_field_block(roles, fields, None))

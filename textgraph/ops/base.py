@@ -50,12 +50,15 @@ class BackwardContext:
     targets: tuple[Variable, ...]
     engine: Engine | None
     per_input: bool = False
+    # The output's own value is the objective (it is the root or a loss): `feedback[0]`.
+    own_objective: bool = False
 
     def require_engine(self) -> Engine:
         if self.engine is None:
             raise ConfigurationError(
                 f"backward through {self.node.op.name!r} needs an LLM to write feedback, but no "
-                "engine is known: pass loss.backward(engine=...) or use `with tg.use_engine(...)`."
+                "engine is known: pass loss.backward(engine=...), use `with tg.use_engine(...)`, "
+                "call tg.configure(backward_engine=...) or set TEXTGRAPH_MODEL."
             )
         return self.engine
 

@@ -40,7 +40,7 @@ class FunctionOp(Operation):
                 f"tg.function({getattr(fn, '__name__', 'fn')}) needs purpose='...': one sentence "
                 "saying what the function does, so backward can explain its effect to the LLM."
             )
-        check_engine(engine, "tg.function(engine)")
+        engine = check_engine(engine, "tg.function(engine)")
         self.fn = fn
         self.purpose = purpose.strip()
         self.name = getattr(fn, "__name__", "function")

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from textgraph._sync import run_sync
+from textgraph._textgrad import refuse_options
 from textgraph.demos import Demo, Demos
 from textgraph.engines.base import ChatRequest, Engine, Message, call_engine
 from textgraph.engines.context import check_engine, forward_override, resolve_engine
@@ -110,7 +111,7 @@ class _LLMOperation(Operation):
         stop: str | Sequence[str] | None,
         demos: Demos | None = None,
     ) -> None:
-        check_engine(engine, f"{type(self).__name__}(engine)")
+        engine = check_engine(engine, f"{type(self).__name__}(engine)")
         self.sampling: dict[str, Any] = sampling_parameters(
             f"{type(self).__name__}(...)",
             temperature=temperature,
@@ -260,8 +261,8 @@ class FormattedLLMCall(_LLMOperation):
     def __init__(
         self,
         engine: Engine | None,
-        template: str,
-        fields: Sequence[str] | Mapping[str, Variable],
+        template: str | None = None,  # None only so format_string= gets a clear error
+        fields: Sequence[str] | Mapping[str, Variable] | None = None,
         system_prompt: Variable | str | None = None,
         *,
         role_description: str = "response from the language model",
@@ -270,7 +271,11 @@ class FormattedLLMCall(_LLMOperation):
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
         demos: Demos | None = None,
+        **textgrad_options: Any,
     ) -> None:
+        refuse_options("FormattedLLMCall", textgrad_options)
+        if fields is None:
+            raise ArgumentError("FormattedLLMCall needs fields=[...]: the template's field names")
         super().__init__(
             engine,
             system_prompt,

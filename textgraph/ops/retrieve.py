@@ -46,7 +46,7 @@ class Retrieve(Operation):
             index = BM25Index(index)
         if not isinstance(k, int) or k < 1:
             raise ArgumentError(f"tg.Retrieve needs k >= 1, got {k!r}")
-        check_engine(engine, "tg.Retrieve(engine)")
+        engine = check_engine(engine, "tg.Retrieve(engine)")
         self.index, self.k = index, k
         self.role_description = role_description
         # Writes backward feedback when no engine is given to backward() or use_engine();

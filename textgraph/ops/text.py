@@ -3,7 +3,10 @@
 Backward passes the output's feedback to each distinct input exactly once
 (TextGrad's Sum adds it twice). A sum of losses is itself a loss; each loss
 input then carries its own critique, so the sum passes down only feedback
-it received from further downstream.
+it received from further downstream. A sum that is the objective but whose
+inputs are not losses (per-example judgements from a `tg.function`) gives
+each input its own text as its part of the objective, never the whole sum:
+a correct example is not told about the others' failures.
 """
 
 from __future__ import annotations
@@ -73,6 +76,19 @@ class Sum(Concat):
     """Aggregate several variables (usually losses) into one."""
 
     name = "sum"
+
+    async def backward(self, ctx: BackwardContext) -> list[Feedback]:
+        if not ctx.own_objective:  # an intermediate value: its feedback is about the whole sum
+            return await super().backward(ctx)
+        downstream = [g.text for g in ctx.received]
+        out = []
+        for target in ctx.targets:
+            # A loss input already carries its own critique; any other input's part of the
+            # objective is its own text.
+            texts = downstream if target.is_loss else [target.value, *downstream]
+            if texts:
+                out.append(Feedback(target, "\n\n".join(texts)))
+        return out
 
     @staticmethod
     def _default_role(inputs: tuple[Variable, ...]) -> str:

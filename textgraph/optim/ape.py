@@ -122,7 +122,7 @@ class APE(Optimizer):
             raise ArgumentError(
                 f"label_field must be an example field name (str) or None, got {label_field!r}"
             )
-        check_engine(engine, "APE(engine)")
+        engine = check_engine(engine, "APE(engine)")
         self.num_proposals, self.top_k = num_proposals, top_k
         self.resample_rounds, self.eval_subset, self.seed = resample_rounds, eval_subset, seed
         self.engine, self.demos_per_proposal = engine, demos_per_proposal
@@ -184,7 +184,13 @@ class APE(Optimizer):
                 print(self.projection, file=sys.stderr)
         name, r = names[self._index], self._round
         param = ctx.parameters[name]
-        engine = resolve_engine(self.engine, ctx.critic_engine, ctx.engine, what="APE proposals")
+        engine = resolve_engine(
+            self.engine,
+            ctx.critic_engine,
+            ctx.engine,
+            what="APE proposals",
+            role="optimizer_engine",
+        )
         step = _step_text(ctx.module, name, param)
         if r == 0:
             asked, fresh = await self._induce(ctx, engine, name, param, step)

@@ -268,7 +268,7 @@ def _check_common(
     metric_threshold: float | None,
     teacher: Engine | None,
     max_rounds: int,
-) -> None:
+) -> Engine | None:
     check_int("max_bootstrapped", max_bootstrapped, minimum=0)
     check_int("max_labeled", max_labeled, minimum=0)
     check_int("max_rounds", max_rounds, minimum=1)
@@ -280,7 +280,7 @@ def _check_common(
         raise ArgumentError(
             f"metric_threshold must be a finite number or None, got {metric_threshold!r}"
         )
-    check_engine(teacher, "teacher")
+    return check_engine(teacher, "teacher")
 
 
 # --- optimizers ------------------------------------------------------------------------
@@ -309,7 +309,9 @@ class BootstrapFewShot(Optimizer):
         *,
         label_field: str | None = None,
     ) -> None:
-        _check_common(max_bootstrapped, max_labeled, metric_threshold, teacher, max_rounds)
+        teacher = _check_common(
+            max_bootstrapped, max_labeled, metric_threshold, teacher, max_rounds
+        )
         self.max_bootstrapped, self.max_labeled = max_bootstrapped, max_labeled
         self.metric_threshold, self.teacher, self.max_rounds = (
             metric_threshold,
@@ -472,7 +474,9 @@ class RandomSearchDemos(Optimizer):
         label_field: str | None = None,
         per_step: int | None = None,
     ) -> None:
-        _check_common(max_bootstrapped, max_labeled, metric_threshold, teacher, max_rounds)
+        teacher = _check_common(
+            max_bootstrapped, max_labeled, metric_threshold, teacher, max_rounds
+        )
         check_int("num_candidates", num_candidates, minimum=1)
         check_optional_int("per_step", per_step, minimum=1, none_means="all in the first step")
         self.num_candidates = num_candidates

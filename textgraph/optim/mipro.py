@@ -117,8 +117,10 @@ class MIPRO(Optimizer):
         check_int("full_eval_every", full_eval_every, minimum=1)
         check_int("examples_shown", examples_shown, minimum=1)
         check_int("seed", seed, minimum=None)
-        _check_common(max_bootstrapped, max_labeled, metric_threshold, teacher, max_rounds)
-        check_engine(engine, "MIPRO(engine)")
+        teacher = _check_common(
+            max_bootstrapped, max_labeled, metric_threshold, teacher, max_rounds
+        )
+        engine = check_engine(engine, "MIPRO(engine)")
         self.auto = auto
         self.num_instructions = num_instructions or preset[0]
         self.num_demo_sets = num_demo_sets or preset[1]
@@ -185,7 +187,11 @@ class MIPRO(Optimizer):
         engine = summary = None
         if texts and self.num_instructions > 1:
             engine = resolve_engine(
-                self.engine, ctx.critic_engine, ctx.engine, what="MIPRO instruction proposals"
+                self.engine,
+                ctx.critic_engine,
+                ctx.engine,
+                what="MIPRO instruction proposals",
+                role="optimizer_engine",
             )
             summary = asyncio.ensure_future(self._describe_dataset(ctx, engine))
         try:

@@ -100,7 +100,7 @@ class OPRO(Optimizer):
         check_int("candidates_per_step", candidates_per_step, minimum=1)
         check_int("exemplars", exemplars, minimum=0, instead="pass 0 to show no examples")
         check_int("seed", seed, minimum=None)
-        check_engine(engine, "OPRO(engine)")
+        engine = check_engine(engine, "OPRO(engine)")
         if target is not None and (
             isinstance(target, bool)
             or not isinstance(target, (int, float))
@@ -177,7 +177,13 @@ class OPRO(Optimizer):
                 "tg.Trainer"
             )
         texts = ctx.text_parameters("OPRO")
-        engine = resolve_engine(self.engine, ctx.critic_engine, ctx.engine, what="OPRO proposals")
+        engine = resolve_engine(
+            self.engine,
+            ctx.critic_engine,
+            ctx.engine,
+            what="OPRO proposals",
+            role="optimizer_engine",
+        )
         self._val_size = len(ctx.val)
         self._pending.clear()
         incumbent = await ctx.evaluate(ctx.current, ctx.val)

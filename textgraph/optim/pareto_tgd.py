@@ -92,7 +92,7 @@ class ParetoTGD(Optimizer):
             positive=True,
             instead="the score at which a minibatch needs no change",
         )
-        check_engine(engine, "ParetoTGD(engine)")
+        engine = check_engine(engine, "ParetoTGD(engine)")
         self.minibatch_size, self.max_metric_calls = minibatch_size, max_metric_calls
         self.merge, self.seed, self.max_merges = merge, seed, max_merges
         self.engine, self.reject_copies, self.perfect = engine, reject_copies, float(perfect)

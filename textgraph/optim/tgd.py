@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textgraph._sync import run_sync
+from textgraph._textgrad import refuse_options
 from textgraph.demos import Demos
 from textgraph.engines.base import ChatRequest, Engine
 from textgraph.engines.context import check_engine, resolve_engine
@@ -82,19 +83,17 @@ class TGD(Optimizer):
         temperature: float | None = None,
         max_tokens: int | None = None,
         repair: bool = True,
+        **textgrad_options: Any,
     ) -> None:
-        check_engine(engine, "TGD(engine)")
+        refuse_options("TGD", textgrad_options)
+        engine = check_engine(engine, "TGD(engine)")
         if isinstance(parameters, Variable):
             parameters = [parameters]
         params = [ensure_variable(p, f"TGD parameter {i}") for i, p in enumerate(parameters)]
         if not params:
             raise ArgumentError("TGD got no parameters: pass a list of tg.Variable to optimize")
-        frozen = [p for p in params if not p.requires_grad]
-        if frozen:
-            raise ArgumentError(
-                f"TGD parameter {frozen[0].id} ({frozen[0].role_description}) has "
-                "requires_grad=False and would never receive feedback; set requires_grad=True."
-            )
+        for p in params:  # what you hand an optimizer is what it optimizes (as in TextGrad)
+            p.requires_grad = True
         # Demonstrations are structured (tg.Demos): TGD rewrites text and leaves them to the
         # demo optimizers, so TGD(module.parameters()) works on a module that has some.
         self.skipped = [p for p in dict.fromkeys(params) if isinstance(p, Demos)]
@@ -173,7 +172,7 @@ class TGD(Optimizer):
             if warn_without_gradients:
                 logger.warning("TGD.step(): no parameter has gradients; call loss.backward() first")
             return []
-        engine = resolve_engine(self.engine, what="TGD.step()")
+        engine = resolve_engine(self.engine, what="TGD.step()", role="optimizer_engine")
         step = self.steps_taken + 1
         updates = await asyncio.gather(*(self._update(p, engine, step) for p in todo))
         if self.momentum:
@@ -192,7 +191,7 @@ class TGD(Optimizer):
             raise ArgumentError(
                 f"{parameter.id} ({parameter.role_description}) is not one of this TGD's parameters"
             )
-        engine = resolve_engine(self.engine, what="TGD rewrite")
+        engine = resolve_engine(self.engine, what="TGD rewrite", role="optimizer_engine")
         self.steps_taken += 1
         return await self._update(parameter, engine, self.steps_taken)
 

@@ -26,7 +26,9 @@ async def reduce_gradients(
         if engine is None:
             from textgraph.engines.context import resolve_engine
 
-            engine = resolve_engine(None, what="gradient reduction (pass reduce_engine=)")
+            engine = resolve_engine(
+                None, what="gradient reduction (pass reduce_engine=)", role="backward_engine"
+            )
         items = [(str(example_of.get(id(g.source), "?")), g.text) for g in p.gradients]
         text = await _reduce(engine, p, items, limit)
         merged = Variable(

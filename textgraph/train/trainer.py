@@ -155,6 +155,16 @@ class Trainer:
         metric_range: tuple[float, float] | None = None,
         speculative: bool = False,
     ) -> None:
+        # engines or model strings, resolved once through tg.get_engine
+        backward_engine, reduce_engine, engine, critic_engine = (
+            check_engine(e, f"Trainer({what})")
+            for what, e in (
+                ("backward_engine", backward_engine),
+                ("reduce_engine", reduce_engine),
+                ("engine", engine),
+                ("critic_engine", critic_engine),
+            )
+        )
         if not isinstance(module, Module):
             raise ArgumentError(f"Trainer needs a tg.Module, got {type(module).__name__}")
         self.named = dict(module.named_parameters())
@@ -212,13 +222,6 @@ class Trainer:
         check_select(select)
         if select != "best" and not self.val:
             raise ArgumentError(f"select={select!r} chooses among validated candidates: pass val")
-        for what, e in (
-            ("backward_engine", backward_engine),
-            ("reduce_engine", reduce_engine),
-            ("engine", engine),
-            ("critic_engine", critic_engine),
-        ):
-            check_engine(e, f"Trainer({what})")
         self.module, self.loss_fn, self.optimizer, self.metric = module, loss_fn, optimizer, metric
         self.batch_size, self.max_steps, self.seed = batch_size, max_steps, seed
         self.run_dir, self.budget, self.gate, self.alpha = run_dir, budget, gate, alpha

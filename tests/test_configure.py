@@ -1,0 +1,113 @@
+"""Process-wide defaults (tg.configure, TEXTGRAPH_MODEL) and model strings wherever an
+engine is accepted, resolved once per string through tg.get_engine."""
+
+from __future__ import annotations
+
+import pytest
+
+import textgraph as tg
+from tests.conftest import by_purpose
+from textgraph.engines import ScriptedEngine, context
+from textgraph.testing import LLMTestServer
+
+
+@pytest.fixture(autouse=True)
+def fresh_defaults(monkeypatch, tmp_path):
+    monkeypatch.delenv("TEXTGRAPH_MODEL", raising=False)
+    monkeypatch.setenv("TEXTGRAPH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(context, "_by_model", {})
+    context.reset_configuration()
+    yield
+    context.reset_configuration()
+
+
+def question() -> tg.Variable:
+    return tg.Variable("How many legs has a spider?", role_description="question")
+
+
+def test_configure_sets_the_engine_ops_use_and_use_engine_still_overrides():
+    configured = ScriptedEngine(lambda r: "from configure")
+    block = ScriptedEngine(lambda r: "from the block")
+    with pytest.raises(tg.ConfigurationError, match=r"tg.configure\(engine=...\)"):
+        tg.LLMCall()(question())
+    tg.configure(engine=configured)
+    assert tg.LLMCall()(question()).value == "from configure"
+    with tg.use_engine(block):
+        assert tg.LLMCall()(question()).value == "from the block"
+    assert tg.LLMCall()(question()).value == "from configure"
+    own = ScriptedEngine(lambda r: "its own")
+    assert tg.LLMCall(own)(question()).value == "its own"  # an explicit engine wins
+
+
+def test_backward_and_optimizer_engines_take_their_roles():
+    forward = ScriptedEngine(by_purpose())
+    critic = ScriptedEngine(by_purpose())
+    rewriter = ScriptedEngine(by_purpose(optimizer="better prompt"))
+    tg.configure(engine=forward, backward_engine=critic, optimizer_engine=rewriter)
+    system = tg.Variable("Answer.", role_description="system prompt", requires_grad=True)
+    answer = tg.LLMCall(system_prompt=system)(question())
+    loss = tg.TextLoss("Judge the answer.")(answer)
+    loss.backward()
+    optimizer = tg.TGD([system])
+    optimizer.step()
+    assert [c.purpose for c in forward.calls] == ["forward"]
+    assert {c.purpose for c in critic.calls} == {"loss", "backward"}
+    assert [c.purpose for c in rewriter.calls] == ["optimizer"]
+    assert system.value == "better prompt"
+
+
+def test_set_backward_engine_beats_the_ops_own_engine_as_in_textgrad():
+    forward = ScriptedEngine(by_purpose())
+    critic = ScriptedEngine(by_purpose())
+    tg.set_backward_engine(critic)
+    system = tg.Variable("Answer.", role_description="system prompt", requires_grad=True)
+    answer = tg.LLMCall(forward, system)(question())
+    tg.TextLoss("Judge the answer.")(answer).backward()
+    assert [c.purpose for c in forward.calls] == ["forward"]
+    assert [c.purpose for c in critic.calls] == ["loss", "backward"]
+
+
+def test_model_strings_are_accepted_everywhere_and_resolved_once(monkeypatch):
+    with LLMTestServer(ScriptedEngine(by_purpose(forward="eight"))) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.openai_base_url)
+        call = tg.LLMCall("openai/test-model")
+        loss = tg.TextLoss("Judge.", engine="openai/test-model")
+        optimizer = tg.TGD(
+            [tg.Variable("p", role_description="p", requires_grad=True)],
+            engine="openai/test-model",
+        )
+        assert call.engine is loss.engine is optimizer.engine  # one engine per string
+        assert call.engine is tg.engines.context.check_engine("openai/test-model", "x")
+        assert call(question()).value == "eight"
+        assert server.stats.requests[-1].body["model"] == "test-model"
+        with tg.use_engine("openai/test-model") as engine:
+            assert engine is call.engine
+    with pytest.raises(tg.ConfigurationError, match=r"tg.configure\(engine\).*unknown model"):
+        tg.configure(engine="nosuch/model")
+
+
+def test_textgraph_model_is_used_when_nothing_else_is_set(monkeypatch):
+    with LLMTestServer(ScriptedEngine(lambda r: "from the environment")) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.openai_base_url)
+        monkeypatch.setenv("TEXTGRAPH_MODEL", "openai/env-model")
+        assert tg.LLMCall()(question()).value == "from the environment"
+        assert server.stats.requests[-1].body["model"] == "env-model"
+        tg.configure(engine=ScriptedEngine(lambda r: "configured"))
+        assert tg.LLMCall()(question()).value == "configured"  # configure beats the variable
+        assert len(server.stats.requests) == 1
+
+
+def test_trainer_accepts_model_strings(monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9")  # never contacted
+    module = tg.Module()
+    module.system = tg.Variable("Answer.", role_description="system prompt", requires_grad=True)
+    trainer = tg.Trainer(
+        module,
+        lambda output, example: tg.TextLoss("Judge.")(output),
+        optimizer=tg.TGD([module.system]),
+        train=[{"question": "q", "answer": "a"}],
+        val=[{"question": "q", "answer": "a"}],
+        metric=lambda pred, ex: 1.0,
+        backward_engine="openai/critic",
+    )
+    assert trainer.backward_engine is context.check_engine("openai/critic", "x")

@@ -1,0 +1,132 @@
+"""Code written for TextGrad runs (or fails saying what to write instead)."""
+
+from __future__ import annotations
+
+import pytest
+
+import textgraph as tg
+from tests.conftest import by_purpose
+from textgraph.engines import ScriptedEngine, context
+from textgraph.engines.registry import textgraph_spelling
+
+
+@pytest.fixture(autouse=True)
+def fresh_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("TEXTGRAPH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(context, "_by_model", {})
+    context.reset_configuration()
+    yield
+    context.reset_configuration()
+
+
+def test_textgrad_names_are_the_textgraph_classes():
+    assert tg.BlackboxLLM is tg.LLMCall
+    assert tg.TextualGradientDescent is tg.TGD
+
+
+@pytest.mark.parametrize(
+    ("bare", "spelled"),
+    [
+        ("gpt-4o", "openai/gpt-4o"),
+        ("gpt-3.5-turbo", "openai/gpt-3.5-turbo"),
+        ("o1-mini", "openai/o1-mini"),
+        ("claude-3-5-sonnet-20240620", "anthropic/claude-3-5-sonnet-20240620"),
+        ("ollama-llama3", "ollama/llama3"),
+    ],
+)
+def test_textgrad_bare_model_names_map_to_textgraph_spelling(bare, spelled, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0000")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-0000")
+    assert textgraph_spelling(bare) == spelled
+    with pytest.warns(UserWarning, match=f"textgraph's is '{spelled}'"):
+        engine = tg.get_engine(bare)
+    assert engine.model_name == spelled.partition("/")[2]
+
+
+def test_unknown_bare_names_and_textgraph_strings_are_not_rewritten():
+    assert textgraph_spelling("openai/gpt-4o") is None
+    assert textgraph_spelling("local/smollm2") is None
+    assert textgraph_spelling("scripted") is None
+    assert textgraph_spelling("ollama-") is None
+    with pytest.raises(tg.ConfigurationError, match="unknown model string 'mistral-7b'"):
+        tg.get_engine("mistral-7b")
+
+
+def test_generate_sync_accepts_plain_text_and_a_system_prompt():
+    engine = ScriptedEngine(lambda r: f"{len(r.messages)} messages: {r.messages[-1].content}")
+    assert engine.generate_sync("Hello").text == "1 messages: Hello"
+    reply = engine.generate_sync("Hello", system_prompt="Be brief.")
+    assert reply.text == "2 messages: Hello"
+    assert engine.calls[-1].request.messages[0].content == "Be brief."
+    with pytest.raises(tg.ArgumentError, match="ChatRequest or a str"):
+        engine.generate_sync(42)
+
+
+def test_textgrad_solution_optimization_flow_runs_unchanged():
+    """TextGrad's README: improve one answer in place with a TextLoss and TGD."""
+    engine = ScriptedEngine(
+        by_purpose(
+            forward="The answer is 4 legs.",
+            loss="Wrong: spiders have 8 legs.",
+            optimizer="A spider has 8 legs.",
+        )
+    )
+    tg.set_backward_engine(engine, override=True)
+    question = tg.Variable(
+        "How many legs has a spider?", role_description="question to the LLM", requires_grad=False
+    )
+    model = tg.BlackboxLLM(engine)
+    answer = model(question)
+    answer.set_role_description("concise and accurate answer to the question")
+    assert not answer.requires_grad
+    optimizer = tg.TextualGradientDescent(parameters=[answer])
+    assert answer.requires_grad  # handed to an optimizer: a parameter
+    loss = tg.TextLoss("Evaluate the answer; be concise and critical.")(answer)
+    loss.backward()
+    optimizer.step()
+    assert answer.get_value() == "A spider has 8 legs."
+    assert "concise and accurate answer" in engine.calls_for("optimizer")[0].request.prompt_text()
+    assert [g.text for g in answer.gradients] == ["Wrong: spiders have 8 legs."]
+
+
+def test_assigning_a_set_to_gradients_says_to_use_zero_grad():
+    v = tg.Variable("x", role_description="r", requires_grad=True)
+    with pytest.raises(tg.ArgumentError, match=r"x.zero_grad\(\)"):
+        v.gradients = set()
+    v.gradients = []  # a list is still fine
+
+
+def test_format_string_and_gradient_memory_say_what_to_write_instead():
+    engine = ScriptedEngine(lambda r: "x")
+    with pytest.raises(tg.ArgumentError, match=r"no format_string=.*template="):
+        tg.FormattedLLMCall(engine, format_string="Q: {q}", fields={"q": None})
+    p = tg.Variable("x", role_description="p", requires_grad=True)
+    with pytest.raises(tg.ArgumentError, match=r"no gradient_memory=.*momentum=N"):
+        tg.TGD([p], engine=engine, gradient_memory=3)
+    with pytest.raises(tg.ArgumentError, match=r"unexpected keyword argument\(s\) \['colour'\]"):
+        tg.TGD([p], engine=engine, colour="red")
+    with pytest.raises(tg.ArgumentError, match="fields="):
+        tg.FormattedLLMCall(engine, "Q: {q}")
+    ok = tg.FormattedLLMCall(engine, "Q: {q}", ["q"])
+    assert ok(q=tg.Variable("1+1", role_description="question")).value == "x"
+
+
+def test_set_backward_engine_accepts_a_model_string(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0000")
+    with pytest.warns(UserWarning, match="openai/gpt-4o"):
+        tg.set_backward_engine("gpt-4o", override=True)
+    assert context.configured("backward_engine") is context.check_engine("openai/gpt-4o", "x")
+    with pytest.raises(tg.ArgumentError, match="engine or a model string"):
+        tg.set_backward_engine(None)
+
+
+def test_textgrad_accessors_read_and_write_the_variable():
+    v = tg.Variable("old", role_description="r")
+    v.set_value("new")
+    assert v.get_value() == v.value == "new"
+    v.set_role_description("a better role")
+    assert v.get_role_description() == "a better role"
+    with pytest.raises(tg.ArgumentError, match="non-empty"):
+        v.set_role_description("  ")
+    with pytest.raises(tg.ArgumentError, match="must be a str"):
+        v.set_value(3)
