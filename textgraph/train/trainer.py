@@ -69,6 +69,7 @@ from textgraph.runs import (
     append_jsonl,
     rewrite_jsonl,
 )
+from textgraph.train.callbacks import check_callbacks, notify_end, notify_error, notify_step
 from textgraph.train.gradients import GradientPass, gradient_pass, gradients_of
 from textgraph.train.observer import RunObserver
 from textgraph.train.progress import RunProgress
@@ -129,6 +130,7 @@ class Trainer:
         max_concurrency: int | None = None,
         progress: bool | None = None,
         test_before: bool = False,
+        callbacks: Sequence[Any] | None = None,
     ) -> None:
         if not isinstance(module, Module):
             raise ArgumentError(f"Trainer needs a tg.Module, got {type(module).__name__}")
@@ -208,6 +210,7 @@ class Trainer:
         if test_before and not self.test:
             raise ArgumentError("test_before=True needs a test split (test=[...])")
         self.test_before = test_before
+        self.callbacks = check_callbacks(callbacks)  # see train/callbacks.py
         self._initial_test: float | None = None
         self._run: RunDir | None = None
         self._step_no = 0
@@ -223,10 +226,17 @@ class Trainer:
         return run_sync(self.afit(resume=resume, force=force))
 
     async def afit(self, *, resume: bool = False, force: bool = False) -> FitResult:
-        if self.run_dir is None:
-            return await self._fit(resume=resume, force=force)
-        with RunDir(self.run_dir).lock():
-            return await self._fit(resume=resume, force=force)
+        try:
+            if self.run_dir is None:
+                result = await self._fit(resume=resume, force=force)
+            else:
+                with RunDir(self.run_dir).lock():
+                    result = await self._fit(resume=resume, force=force)
+        except BaseException as exc:
+            notify_error(self.callbacks, self, exc)
+            raise
+        notify_end(self.callbacks, self, result)
+        return result
 
     async def _fit(self, *, resume: bool, force: bool) -> FitResult:
         started = time.perf_counter()
@@ -335,6 +345,11 @@ class Trainer:
                 if self._run:
                     append_jsonl(self._run.steps, record)
                 self._checkpoint(state, best, observer, started, elapsed_before)
+                try:
+                    notify_step(self.callbacks, self, record)
+                except Exception as exc:  # a CallbackError: stop, the step is checkpointed
+                    fatal = exc
+                    break
                 bar.step(step, self._info(observer, state))
             if fatal is not None:
                 self._stop_on_error(fatal, observer, started, elapsed_before, state, history)
