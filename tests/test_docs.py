@@ -62,3 +62,10 @@ def test_instruction_search_page_runs_as_written(capsys):
 
 def test_compression_page_runs_as_written(capsys):
     run_page("compression.md", capsys)
+
+
+def test_tracking_page_runs_as_written(capsys):
+    import pytest
+
+    pytest.importorskip("mlflow", reason='MLflow is not installed: pip install "textgraph[mlflow]"')
+    run_page("tracking.md", capsys)
