@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,8 @@ import textgraph as tg
 from tests.trainer_task import make_engine, make_trainer
 from textgraph.engines.providers.openai import OpenAIEngine
 from textgraph.runs import RunDir
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Recorder(tg.Callback):
@@ -69,6 +74,23 @@ def test_bad_callbacks_are_refused_clearly():
         make_trainer(callbacks=[3])
     with pytest.raises(tg.ArgumentError, match="callbacks must be a list"):
         make_trainer(callbacks=Recorder())
+
+
+def test_without_mlflow_the_callback_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow raises ImportError
+    with pytest.raises(tg.ConfigurationError, match=r'pip install "textgraph\[mlflow\]"'):
+        tg.integrations.MLflowCallback()
+
+
+def test_import_textgraph_does_not_import_mlflow():
+    code = (
+        "import sys, textgraph as tg; tg.integrations.MLflowCallback; "
+        "print('mlflow' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "False"
 
 
 mlflow = pytest.importorskip(
@@ -189,3 +211,19 @@ def test_credential_like_settings_are_dropped_from_the_params():
     assert secret not in json.dumps(params)
     assert params["optimizer.auth.user"] == "me" and params["optimizer.max_tokens"] == "64"
     assert "optimizer.api_key" not in params and "optimizer.auth.password" not in params
+
+
+def test_one_callback_over_two_fits_makes_two_runs(tmp_path, store):
+    callback = tg.integrations.MLflowCallback(tracking_uri=store)
+    make_trainer(tmp_path / "a", callbacks=[callback], max_steps=1).fit()
+    first = callback.run_id
+    make_trainer(tmp_path / "b", callbacks=[callback], max_steps=2).fit()
+    client = mlflow.tracking.MlflowClient(tracking_uri=store)
+    assert callback.run_id != first
+    lengths = {
+        client.get_run(r).info.run_name: len(client.get_metric_history(r, "val_score"))
+        for r in (first, callback.run_id)
+    }
+    assert lengths == {"a": 1, "b": 2}
+    assert client.get_run(first).info.status == client.get_run(callback.run_id).info.status
+    assert client.get_run(first).info.status == "FINISHED"

@@ -85,7 +85,7 @@ class MLflowCallback(Callback):
         self.client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri)
         self.experiment = experiment or "textgraph"
         self.run_name, self.tags, self.log_report = run_name, dict(tags or {}), log_report
-        self.run_id: str | None = run_id
+        self.run_id: str | None = run_id  # the current (or last) fit's MLflow run
         self._own_run = run_id is None
         self._started = False
         self._candidates: list[dict[str, Any]] = []
@@ -160,24 +160,29 @@ class MLflowCallback(Callback):
 
                     report = write_report(run_dir, Path(tmp) / "report.html")
                     self.client.log_artifact(run_id, str(report))
-        if self._own_run:
-            self.client.set_terminated(run_id, status="FINISHED")
+        self._finish(run_id, "FINISHED")
 
     def on_error(self, trainer: Trainer, error: BaseException) -> None:
         run_id = self._start(trainer)
         self.client.set_tag(run_id, "textgraph.error", _clip(f"{type(error).__name__}: {error}"))
-        if self._own_run:
-            killed = isinstance(error, (KeyboardInterrupt, SystemExit))
-            self.client.set_terminated(run_id, status="KILLED" if killed else "FAILED")
+        killed = isinstance(error, (KeyboardInterrupt, SystemExit))
+        self._finish(run_id, "KILLED" if killed else "FAILED")
 
     # --- pieces ------------------------------------------------------------
+
+    def _finish(self, run_id: str, status: str) -> None:
+        """End this fit's MLflow run (one we created); the next fit starts a new one."""
+        if self._own_run:
+            self.client.set_terminated(run_id, status=status)
+        self._started = False
+        self._candidates = []
 
     def _start(self, trainer: Trainer) -> str:
         """The MLflow run, created with the parameters on the first hook of a fit."""
         if self._started:
             assert self.run_id is not None
             return self.run_id
-        if self.run_id is None:
+        if self._own_run:
             found = self.client.get_experiment_by_name(self.experiment)
             experiment_id = (
                 found.experiment_id
