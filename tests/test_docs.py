@@ -64,8 +64,9 @@ def test_compression_page_runs_as_written(capsys):
     run_page("compression.md", capsys)
 
 
-def test_tracking_page_runs_as_written(capsys):
+def test_tracking_page_runs_as_written(capsys, monkeypatch):
     import pytest
 
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # no network from tests
     pytest.importorskip("mlflow", reason='MLflow is not installed: pip install "textgraph[mlflow]"')
     run_page("tracking.md", capsys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +94,8 @@ def test_import_textgraph_does_not_import_mlflow():
     assert out.stdout.strip() == "False"
 
 
+# Tests stay off the network: MLflow 3 sends usage telemetry unless told not to.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 mlflow = pytest.importorskip(
     "mlflow", reason='MLflow is not installed: pip install "textgraph[mlflow]"'
 )
