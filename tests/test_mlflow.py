@@ -22,6 +22,9 @@ class Recorder(tg.Callback):
     def __init__(self) -> None:
         self.events: list[tuple] = []
 
+    def on_start(self, trainer):
+        self.events.append(("start", trainer.max_steps))
+
     def on_candidate(self, trainer, step, record):
         self.events.append(("candidate", step.step, record.id, record.status))
 
@@ -39,7 +42,7 @@ def test_callbacks_hear_each_candidate_then_its_step_then_the_end_once(tmp_path)
     recorder = Recorder()
     result = make_trainer(tmp_path / "run", callbacks=[recorder]).fit()
     steps = RunDir(tmp_path / "run").read_steps()
-    expected: list[tuple] = []
+    expected: list[tuple] = [("start", 4)]
     for s in steps:
         expected += [("candidate", s.step, c.id, c.status) for c in s.candidates]
         expected.append(("step", s.step, s.val_score, s.calls))
@@ -182,6 +185,7 @@ def test_mlflow_marks_a_failed_fit_failed(tmp_path, store):
         ).fit()
     run = _only_run(mlflow.tracking.MlflowClient(tracking_uri=store))
     assert run.info.status == "FAILED"
+    assert run.data.params["optimizer.name"] == "tgd"  # logged at the start, before any step
     assert run.data.tags["textgraph.error"].startswith("AuthenticationError: 401")
 
 

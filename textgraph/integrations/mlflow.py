@@ -92,6 +92,9 @@ class MLflowCallback(Callback):
 
     # --- hooks -------------------------------------------------------------
 
+    def on_start(self, trainer: Trainer) -> None:
+        self._start(trainer)
+
     def on_candidate(self, trainer: Trainer, step: StepRecord, record: CandidateRecord) -> None:
         self._start(trainer)
         self._candidates.append(
@@ -178,7 +181,8 @@ class MLflowCallback(Callback):
         self._candidates = []
 
     def _start(self, trainer: Trainer) -> str:
-        """The MLflow run, created with the parameters on the first hook of a fit."""
+        """The MLflow run, created with the parameters when a fit starts (or, for a
+        callback called by hand, on its first hook)."""
         if self._started:
             assert self.run_id is not None
             return self.run_id

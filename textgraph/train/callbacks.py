@@ -1,9 +1,10 @@
 """Callbacks: how a tracker (MLflow, a dashboard, a log line) follows a Trainer run.
 
 A callback is one small class with no-op methods to override. The Trainer calls them
-in a fixed order: for each finished step, `on_candidate` once per candidate the step
-considered (in the step record's order, with its final status), then `on_step`; once
-per `fit()` call, `on_end` with the result, or `on_error` when the fit raised instead.
+in a fixed order: `on_start` when `fit()` begins; for each finished step,
+`on_candidate` once per candidate the step considered (in the step record's order,
+with its final status), then `on_step`; once per `fit()` call, `on_end` with the
+result, or `on_error` when the fit raised instead.
 A step's hooks run after it is checkpointed, so what a tracker sees is on disk too.
 
 A callback that raises stops the run: its error is re-raised as a CallbackError naming
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from textgraph.runs import CandidateRecord, StepRecord
     from textgraph.train.trainer import FitResult, Trainer
 
-HOOKS = ("on_step", "on_candidate", "on_end", "on_error")
+HOOKS = ("on_start", "on_step", "on_candidate", "on_end", "on_error")
 
 
 class Callback:
@@ -31,6 +32,9 @@ class Callback:
     `trainer.run_dir` is the run directory (None without one); `trainer.optimizer`,
     `trainer.module` and the settings are attributes of the trainer.
     """
+
+    def on_start(self, trainer: Trainer) -> None:
+        """fit() begins (before the run directory is opened or anything is scored)."""
 
     def on_candidate(self, trainer: Trainer, step: StepRecord, record: CandidateRecord) -> None:
         """One candidate of a finished step: id, status, reason, val score, changes."""
@@ -80,6 +84,11 @@ def _call(callback: Any, hook: str, *args: Any) -> None:
             "The run stopped here; fix the callback and resume (completed steps are "
             "checkpointed)"
         ) from exc
+
+
+def notify_start(callbacks: Sequence[Any], trainer: Trainer) -> None:
+    for callback in callbacks:
+        _call(callback, "on_start", trainer)
 
 
 def notify_step(callbacks: Sequence[Any], trainer: Trainer, record: StepRecord) -> None:

@@ -69,7 +69,13 @@ from textgraph.runs import (
     append_jsonl,
     rewrite_jsonl,
 )
-from textgraph.train.callbacks import check_callbacks, notify_end, notify_error, notify_step
+from textgraph.train.callbacks import (
+    check_callbacks,
+    notify_end,
+    notify_error,
+    notify_start,
+    notify_step,
+)
 from textgraph.train.gradients import GradientPass, gradient_pass, gradients_of
 from textgraph.train.observer import RunObserver
 from textgraph.train.progress import RunProgress
@@ -227,6 +233,7 @@ class Trainer:
 
     async def afit(self, *, resume: bool = False, force: bool = False) -> FitResult:
         try:
+            notify_start(self.callbacks, self)
             if self.run_dir is None:
                 result = await self._fit(resume=resume, force=force)
             else:
