@@ -234,3 +234,14 @@ def test_one_callback_over_two_fits_makes_two_runs(tmp_path, store):
     assert lengths == {"a": 1, "b": 2}
     assert client.get_run(first).info.status == client.get_run(callback.run_id).info.status
     assert client.get_run(first).info.status == "FINISHED"
+
+
+def test_without_a_uri_the_callback_follows_mlflow_tracking_uri(tmp_path, store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    make_trainer(callbacks=[tg.integrations.MLflowCallback()], max_steps=1, test=None).fit()
+    client = mlflow.tracking.MlflowClient(tracking_uri=store)
+    run = _only_run(client)
+    assert run.info.run_name == "tgd"  # no run_dir: named after the optimizer
+    assert "textgraph.run_dir" not in run.data.tags
+    files = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert files == {"best_parameters.json", "candidates.json"}  # no run dir, no report
