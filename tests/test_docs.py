@@ -64,9 +64,10 @@ def test_compression_page_runs_as_written(capsys):
     run_page("compression.md", capsys)
 
 
-def test_tracking_page_runs_as_written(capsys, monkeypatch):
+def test_tracking_page_runs_as_written(capsys, monkeypatch, tmp_path):
     import pytest
 
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # no network from tests
+    monkeypatch.chdir(tmp_path)  # nothing MLflow writes may land in the checkout
     pytest.importorskip("mlflow", reason='MLflow is not installed: pip install "textgraph[mlflow]"')
     run_page("tracking.md", capsys)

@@ -106,7 +106,9 @@ pytest.importorskip("sqlalchemy", reason="the sqlite MLflow store needs SQLAlche
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(tmp_path, monkeypatch):
+    # a sqlite store keeps artifacts in ./mlruns unless told otherwise: work in tmp_path
+    monkeypatch.chdir(tmp_path)
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
@@ -118,8 +120,9 @@ def _only_run(client, experiment="textgraph"):
 
 
 def test_mlflow_logs_params_step_metrics_artifact_and_report(tmp_path, store):
+    artifacts = tmp_path / "artifacts"
     callback = tg.integrations.MLflowCallback(
-        tracking_uri=store, experiment="toy", run_name="toy-tgd"
+        tracking_uri=store, experiment="toy", run_name="toy-tgd", artifact_location=str(artifacts)
     )
     result = make_trainer(tmp_path / "run", callbacks=[callback]).fit()
     client = mlflow.tracking.MlflowClient(tracking_uri=store)
@@ -157,6 +160,7 @@ def test_mlflow_logs_params_step_metrics_artifact_and_report(tmp_path, store):
     assert values["best_val_score"] == result.best_val_score
     report = client.download_artifacts(run.info.run_id, "report.html", str(tmp_path))
     assert "GOOD prompt" in open(report).read()
+    assert (artifacts / run.info.run_id / "artifacts" / "report.html").is_file()
     run_files = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
     assert run_files == {"run/summary.json", "run/config.json"}
 

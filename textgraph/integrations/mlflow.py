@@ -56,6 +56,8 @@ class MLflowCallback(Callback):
     experiment: the experiment name (created if missing; None: "textgraph");
     run_name: the MLflow run's name (None: the run directory's name, or the optimizer's);
     run_id: log into this existing MLflow run instead of creating one (left open);
+    artifact_location: where a new experiment keeps its artifacts (None: MLflow's
+    default, ./mlruns beside a sqlite store);
     tags: extra tags; log_report: also log the HTML report (needs a run_dir).
     """
 
@@ -66,6 +68,7 @@ class MLflowCallback(Callback):
         run_name: str | None = None,
         *,
         run_id: str | None = None,
+        artifact_location: str | None = None,
         tags: dict[str, str] | None = None,
         log_report: bool = True,
     ) -> None:
@@ -74,6 +77,7 @@ class MLflowCallback(Callback):
             ("experiment", experiment),
             ("run_name", run_name),
             ("run_id", run_id),
+            ("artifact_location", artifact_location),
         ):
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ArgumentError(f"MLflowCallback({name}=...) must be a non-empty string")
@@ -84,6 +88,7 @@ class MLflowCallback(Callback):
         mlflow = _import_mlflow()
         self.client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri)
         self.experiment = experiment or "textgraph"
+        self.artifact_location = artifact_location
         self.run_name, self.tags, self.log_report = run_name, dict(tags or {}), log_report
         self.run_id: str | None = run_id  # the current (or last) fit's MLflow run
         self._own_run = run_id is None
@@ -191,7 +196,9 @@ class MLflowCallback(Callback):
             experiment_id = (
                 found.experiment_id
                 if found is not None
-                else self.client.create_experiment(self.experiment)
+                else self.client.create_experiment(
+                    self.experiment, artifact_location=self.artifact_location
+                )
             )
             name = self.run_name or (
                 Path(trainer.run_dir).name if trainer.run_dir else optimizer_name(trainer.optimizer)
