@@ -75,3 +75,12 @@ def test_coming_from_textgrad_page_runs_as_written(capsys):
         run_page("coming-from-textgrad.md", capsys)
     finally:
         context.reset_configuration()
+
+
+def test_tracking_page_runs_as_written(capsys, monkeypatch, tmp_path):
+    import pytest
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # no network from tests
+    monkeypatch.chdir(tmp_path)  # nothing MLflow writes may land in the checkout
+    pytest.importorskip("mlflow", reason='MLflow is not installed: pip install "textgraph[mlflow]"')
+    run_page("tracking.md", capsys)

@@ -7,7 +7,7 @@ requires a gradient; an optimizer rewrites those variables.
 
 import logging
 
-from textgraph import compression, engines, optim, report
+from textgraph import compression, engines, integrations, optim, report
 from textgraph.candidate import Candidate
 from textgraph.compression import compress
 from textgraph.demos import Demo, Demos
@@ -19,6 +19,7 @@ from textgraph.errors import (
     AuthenticationError,
     BudgetExceeded,
     CacheError,
+    CallbackError,
     ConfigurationError,
     ContentFiltered,
     EngineError,
@@ -64,7 +65,7 @@ from textgraph.optim import TGD, Update
 from textgraph.report.terminal import show
 from textgraph.retrieval import BM25Index, DenseIndex, Hit, Index, Passage
 from textgraph.runs import RunDir, RunError
-from textgraph.train import FitResult, Trainer
+from textgraph.train import Callback, FitResult, Trainer
 from textgraph.variable import Gradient, Variable
 
 __version__ = "0.1.0"
@@ -85,6 +86,8 @@ __all__ = [
     "Budget",
     "BudgetExceeded",
     "CacheError",
+    "Callback",
+    "CallbackError",
     "Candidate",
     "CodeTestLoss",
     "Compress",
@@ -143,6 +146,7 @@ __all__ = [
     "function",
     "get_engine",
     "graph",
+    "integrations",
     "op",
     "optim",
     "report",

@@ -101,3 +101,7 @@ class CacheError(ConfigurationError):
     """The on-disk response cache cannot be used: the file is corrupt, has another schema, or
     is not a textgraph cache. The message names the file; `textgraph cache clear --path FILE`
     moves a broken file aside and starts an empty cache (or pass cache=False)."""
+
+
+class CallbackError(TextgraphError):
+    """A Trainer callback raised; the message names the callback and the hook."""

@@ -69,6 +69,13 @@ from textgraph.runs import (
     append_jsonl,
     rewrite_jsonl,
 )
+from textgraph.train.callbacks import (
+    check_callbacks,
+    notify_end,
+    notify_error,
+    notify_start,
+    notify_step,
+)
 from textgraph.train.gradients import GradientPass, gradient_pass, gradients_of
 from textgraph.train.observer import RunObserver
 from textgraph.train.progress import RunProgress
@@ -154,6 +161,7 @@ class Trainer:
         val_chunk: int | None = None,
         metric_range: tuple[float, float] | None = None,
         speculative: bool = False,
+        callbacks: Sequence[Any] | None = None,
     ) -> None:
         # engines or model strings, resolved once through tg.get_engine
         backward_engine, reduce_engine, engine, critic_engine = (
@@ -250,6 +258,7 @@ class Trainer:
             )
         self.speculative = speculative
         self._local = StepLocal()
+        self.callbacks = check_callbacks(callbacks)  # see train/callbacks.py
         self._initial_test: float | None = None
         self._run: RunDir | None = None
         self._step_no = 0
@@ -283,10 +292,18 @@ class Trainer:
         return run_sync(self.afit(resume=resume, force=force))
 
     async def afit(self, *, resume: bool = False, force: bool = False) -> FitResult:
-        if self.run_dir is None:
-            return await self._fit(resume=resume, force=force)
-        with RunDir(self.run_dir).lock():
-            return await self._fit(resume=resume, force=force)
+        try:
+            notify_start(self.callbacks, self)
+            if self.run_dir is None:
+                result = await self._fit(resume=resume, force=force)
+            else:
+                with RunDir(self.run_dir).lock():
+                    result = await self._fit(resume=resume, force=force)
+        except BaseException as exc:
+            notify_error(self.callbacks, self, exc)
+            raise
+        notify_end(self.callbacks, self, result)
+        return result
 
     async def _fit(self, *, resume: bool, force: bool) -> FitResult:
         started = time.perf_counter()
@@ -395,6 +412,11 @@ class Trainer:
                 if self._run:
                     append_jsonl(self._run.steps, record)
                 self._checkpoint(state, best, observer, started, elapsed_before)
+                try:
+                    notify_step(self.callbacks, self, record)
+                except Exception as exc:  # a CallbackError: stop, the step is checkpointed
+                    fatal = exc
+                    break
                 bar.step(step, self._info(observer, state))
             if self._speculation is not None:  # the loop stopped: nothing will use it
                 await self._drop_speculation(self._speculation, observer)
