@@ -118,6 +118,7 @@ class _Proposal:
     ctx: StepContext
     passes: list[GradientPass]
     proposals: list[Candidate]
+    deferred_errors: list[str] = field(default_factory=list)  # a speculation's, until taken
 
 
 class Trainer:
@@ -256,6 +257,12 @@ class Trainer:
                 "allows_speculation is False: a proposal may depend on the previous step's "
                 "outcome); drop speculative=True"
             )
+        if speculative and budget is not None:
+            raise ArgumentError(
+                "speculative=True spends calls on proposals that are discarded when a step is "
+                "accepted, and those calls could use up the budget this step's validation "
+                "needs; with a tg.Budget, drop speculative=True"
+            )
         self.speculative = speculative
         self._local = StepLocal()
         self.callbacks = check_callbacks(callbacks)  # see train/callbacks.py
@@ -268,7 +275,8 @@ class Trainer:
         self._keys: dict[str, list[str]] = {}
         self._evaluator: Evaluator | None = None
         self._speculation: Speculation | None = None
-        self._discarded: dict[int, str] = {}  # step -> note on a discarded speculation
+        self._discarded: dict[int, str] = {}
+        self._finished_before_speculation: Any = None  # step -> note on a discarded speculation
 
     @property
     def _step_no(self) -> int:  # what trace lines are labelled with (a speculation: its own)
@@ -385,7 +393,13 @@ class Trainer:
                 if self.patience is not None and state.rejections_in_a_row >= self.patience:
                     stopped = f"patience: {state.rejections_in_a_row} rejected steps in a row"
                     break
-                done = getattr(self.optimizer, "finished", lambda: None)()
+                # while a speculation is in flight the optimizer's state is already a step
+                # ahead: ask what it said before the speculation started
+                done = (
+                    self._finished_before_speculation
+                    if self._speculation is not None
+                    else getattr(self.optimizer, "finished", lambda: None)()
+                )
                 if done:
                     stopped = f"optimizer finished: {done}"
                     break
@@ -510,6 +524,7 @@ class Trainer:
         if spec is not None:
             if spec.step == step and spec.base_id == values_id(module_values(self.module)):
                 proposal = await spec.take()
+                self._count_errors(proposal.deferred_errors)  # counted once it is used
                 proposal.ctx.notes.append(
                     f"proposed speculatively (from the incumbent) during step {step - 1}'s "
                     "validation, which rejected its candidate: the proposal stands"
@@ -521,6 +536,9 @@ class Trainer:
             if step in self._discarded:
                 proposal.ctx.notes.append(self._discarded.pop(step))
         if self.speculative and step < self.max_steps:
+            self._finished_before_speculation = getattr(
+                self.optimizer, "finished", lambda: None
+            )()
             base = values_id(module_values(self.module))
             self._speculation = Speculation.start(
                 step + 1, base, self.optimizer, self._speculate(step + 1, state, best)
@@ -539,7 +557,9 @@ class Trainer:
 
     async def _speculate(self, step: int, state: TrainerState, best: dict[str, Any]) -> _Proposal:
         self._local.fork(step)
-        return await self._propose(step, state, best)
+        proposal = await self._propose(step, state, best)
+        proposal.deferred_errors = list(self._local.labels().get("errors", []))
+        return proposal
 
     async def _drop_speculation(self, spec: Speculation, observer: RunObserver) -> None:
         await spec.discard(self.optimizer)
@@ -1056,6 +1076,10 @@ class Trainer:
         return order[k * self.batch_size : (k + 1) * self.batch_size]
 
     def _count_errors(self, errors: list[str]) -> None:
+        labels = self._local.labels()
+        if labels.get("speculative"):  # counted (and checkpointed) only if the proposal is used
+            labels.setdefault("errors", []).extend(errors)
+            return
         self._errors += len(errors)
         if self._errors > self.max_errors:
             raise RunError(

@@ -12,6 +12,11 @@ out of the Pareto pool.
 Why a candidate is dropped, with k of n examples scored, metric range
 [lo, hi] (failed examples count as 0, as in the gates):
 
+The gate judges only the top candidate, so with several live candidates
+only the "cannot be the top" rule drops any; the gate's own rules below
+apply once a single candidate is left (otherwise dropping one by the gate's
+rule could hand the decision to another that full validation never judges).
+
 - better / not_worse (exact): even if every one of the n - k remaining
   examples scored hi, the final mean could not pass the gate against the
   incumbent's score; or it could not pass on the examples both scored, were
@@ -26,8 +31,9 @@ Why a candidate is dropped, with k of n examples scored, metric range
   on the k pairs has p below this look's share of `futility` (spent over
   the looks by a Pocock-type function, front-loaded so losers stop early).
   Acceptance is decided only at the end, by the gate's own test at alpha on
-  all n examples, so the false-accept rate stays the fixed
-  test's (dropping can only turn acceptances into rejections); a candidate
+  all n examples, so the false-accept rate stays the fixed test's
+  (dropping the last live candidate can only turn an acceptance into a
+  rejection); a candidate
   no worse than the incumbent is dropped by (b) with probability at most
   `futility` (union bound over the looks); (c) conditional power: the chance
   that the final test ends significant, were the remaining examples to follow
@@ -57,6 +63,7 @@ from textgraph.eval.stats import paired_test
 #: Validation modes of the Trainer.
 VALIDATIONS = ("full", "sequential")
 _EPS = 1e-12
+_MARGIN = 1e-9  # bounds are decided with this much room for floating-point sums
 #: Conditional power is only acted on once this share of the validation set is scored.
 CP_MIN_FRACTION = 0.4
 
@@ -184,24 +191,37 @@ def _drop(
     share: float,
     seed: int,
 ) -> None:
-    lo, hi = min(settings.low, 0.0), settings.high  # a failure later counts as 0
+    # a failure later counts as 0, which may lie outside the metric's range
+    lo, hi = min(settings.low, 0.0), max(settings.high, 0.0)
     bounds: dict[str, tuple[float, float]] = {}
     for s in live:
         assert s.result is not None
         _check_range(s.result, settings)
         if s.result.n_failed:
             continue  # the loop compares on the examples both scored: validate in full
-        seen = gate_scores(s.result.scores)
-        total = sum(seen)
+        total = sum(gate_scores(s.result.scores))
         bounds[s.candidate.id] = ((total + (n - k) * lo) / n, (total + (n - k) * hi) / n)
-        if gate == "significant":
-            why = _futile(seen, inc, n, k, settings, share, seed)
-        else:
-            why = _cannot_pass(gate, seen, inc, n, k, best_score, settings.high, tolerance)
-        if why:
-            s.dropped = f"stopped after {k} of {n} validation examples: {why}"
-    if gate == "significant":
+    _drop_rivals(live, n, k, bounds)
+    # The gate judges only the top candidate: dropping one by the gate's rule while another
+    # is live could hand the decision to that other one (which full validation would never
+    # judge). So the gate's rules apply only to the last live candidate.
+    alive = [s for s in live if s.dropped is None]
+    if len(alive) != 1 or alive[0].candidate.id not in bounds:
         return
+    last = alive[0]
+    assert last.result is not None
+    seen = gate_scores(last.result.scores)
+    if gate == "significant":
+        why = _futile(seen, inc, n, k, settings, share, seed)
+    else:
+        why = _cannot_pass(gate, seen, inc, n, k, best_score, settings.high, tolerance)
+    if why:
+        last.dropped = f"stopped after {k} of {n} validation examples: {why}"
+
+
+def _drop_rivals(
+    live: list[Screened], n: int, k: int, bounds: dict[str, tuple[float, float]]
+) -> None:
     for s in live:  # cannot be the top: another candidate's floor is above its ceiling
         if s.dropped is None and s.candidate.id in bounds:
             ceiling = bounds[s.candidate.id][1]
@@ -212,7 +232,7 @@ def _drop(
                     if o is not s
                     and o.candidate.id in bounds
                     and o.dropped is None
-                    and bounds[o.candidate.id][0] > ceiling + _EPS
+                    and bounds[o.candidate.id][0] > ceiling + _MARGIN
                 ),
                 None,
             )
@@ -237,10 +257,11 @@ def _cannot_pass(
     if best_score is None:
         return None  # no score to beat: the gate accepts
     ceiling = (sum(seen) + (n - k) * high) / n
+    # conservative by _MARGIN: the final mean is summed in another order than the bound
     if gate == "better":
-        fails = ceiling <= best_score + _EPS
+        fails = ceiling < best_score - _MARGIN
     else:
-        fails = ceiling < best_score - tolerance - _EPS
+        fails = ceiling < best_score - tolerance - _MARGIN
     if not fails:
         return None
     # Were some remaining examples to fail, the loop would compare on the examples both
@@ -248,9 +269,9 @@ def _cannot_pass(
     diff = sum(c - i for c, i in zip(seen, inc, strict=False) if i is not None) + sum(
         max(0.0, high - i) for i in inc[k:] if i is not None
     )
-    if gate == "better" and diff > _EPS:
+    if gate == "better" and diff > -_MARGIN:
         return None
-    if gate != "better" and diff >= -tolerance * n - _EPS:
+    if gate != "better" and diff >= -tolerance * n - _MARGIN:
         return None
     need = "above" if gate == "better" else "at least"
     target = best_score if gate == "better" else best_score - tolerance
@@ -272,7 +293,7 @@ def _futile(
     both = [(c, i) for c, i in zip(seen, inc[:k], strict=True) if i is not None]
     d = [c - i for c, i in both]
     best_case = sum(d) + (n - k) * (settings.high - settings.low)
-    if best_case <= _EPS:
+    if best_case < -_MARGIN:
         return (
             "the mean difference from the incumbent cannot end above 0 even if every "
             "remaining example favoured the candidate"
