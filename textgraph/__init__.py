@@ -31,6 +31,7 @@ from textgraph.errors import (
     RateLimitError,
     ReplayMiss,
     StateDictError,
+    StructuredOutputError,
     TextgraphError,
     TruncatedOutput,
 )
@@ -60,6 +61,7 @@ from textgraph.ops import (
     retrieved,
     sum,
 )
+from textgraph.ops.structured import StructuredLLMCall, StructuredVariable
 from textgraph.optim import TGD, Update
 from textgraph.report.terminal import show
 from textgraph.retrieval import BM25Index, DenseIndex, Hit, Index, Passage
@@ -124,6 +126,9 @@ __all__ = [
     "RunError",
     "Score",
     "StateDictError",
+    "StructuredLLMCall",
+    "StructuredOutputError",
+    "StructuredVariable",
     "Sum",
     "TextLoss",
     "TextgraphError",
