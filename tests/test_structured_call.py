@@ -9,7 +9,7 @@ import json
 from typing import Literal
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 import textgraph as tg
 from textgraph.engines import ScriptedEngine
@@ -121,6 +121,21 @@ def test_reasoning_adds_a_first_free_text_field_and_parsed_stays_the_users_model
     assert list(json.loads(out.value)) == ["reasoning", "answer", "unit"]
 
 
+def test_reasoning_keeps_the_models_config_and_nested_models():
+    class Item(BaseModel):
+        name: str
+
+    class Basket(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        items: list[Item]
+
+    engine = ScriptedEngine(lambda r: '{"reasoning": "one apple.", "items": [{"name": "apple"}]}')
+    out = tg.StructuredLLMCall(engine, output=Basket, reasoning=True)(question())
+    schema = engine.calls[0].request.response_format.json_schema
+    assert schema["additionalProperties"] is False and "Item" in schema["$defs"]
+    assert out.parsed == Basket(items=[Item(name="apple")]) and out.reasoning == "one apple."
+
+
 def test_reasoning_missing_is_repaired_like_any_other_field():
     replies = iter([GOOD, '{"reasoning": "4.", "answer": 4, "unit": "apples"}'])
     engine = ScriptedEngine(lambda r: next(replies), raw=True)
@@ -145,6 +160,36 @@ def test_backward_prompt_says_the_output_is_json_with_named_fields():
     assert '"unit" (one of "apples", "pears", required)' in prompt
     assert "Solve it." in prompt and "Tom ends with 5 apples" in prompt
     assert "count every purchase" in system.grad
+
+
+def test_tgd_rewrites_the_system_prompt_and_the_format_stays_outside_it():
+    replies = {
+        "forward": GOOD,
+        "loss": "Wrong: Tom ends with 5 apples, not 4.",
+        "backward": "The system prompt should ask to count every purchase.",
+        "optimizer": "Solve it. Count every purchase before answering.",
+    }
+    engine = ScriptedEngine(lambda r: replies[r.purpose])
+    system = tg.Variable("Solve it.", role_description="system prompt", requires_grad=True)
+    solve = tg.StructuredLLMCall(engine, output=Answer, system_prompt=system)
+    tg.TextLoss("Check the answer.", engine=engine)(solve(question())).backward(engine)
+    tg.TGD([system], engine=engine).step()
+    assert system.value == "Solve it. Count every purchase before answering."
+    solve(question())
+    sent = engine.calls_for("forward")[-1].request.messages[0].content
+    assert sent == f"{system.value}\n\n{solve.format_text}"
+
+
+def test_demos_are_sent_as_json_assistant_turns():
+    demos = tg.Demos(
+        [{"inputs": "Sam has 1 pear and buys 1.", "output": '{"answer": 2, "unit": "pears"}'}],
+        role_description="solved word problems",
+    )
+    engine = ScriptedEngine(lambda r: GOOD)
+    tg.StructuredLLMCall(engine, output=Answer, demos=demos)(question())
+    messages = engine.calls[0].request.messages
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+    assert json.loads(messages[2].content) == {"answer": 2, "unit": "pears"}
 
 
 def test_bad_arguments_are_typed_errors():

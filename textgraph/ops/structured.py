@@ -54,7 +54,7 @@ def _reply_model(model: type[BaseModel]) -> type[BaseModel]:
     }
     fields.update({name: (info.annotation, info) for name, info in model.model_fields.items()})
     return create_model(  # type: ignore[call-overload, no-any-return]
-        model.__name__, __doc__=model.__doc__, **fields
+        model.__name__, __config__=model.model_config, __doc__=model.__doc__, **fields
     )
 
 
