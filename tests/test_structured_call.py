@@ -242,6 +242,27 @@ def test_anthropic_payload_forces_a_tool_whose_input_is_the_schema(server):
     assert out.parsed == Answer(answer=4, unit="apples")
 
 
+def test_ollama_payload_sends_the_schema_as_format(server):
+    engine = tg.get_engine("ollama/llama3", base_url=server.ollama_host, cache=False)
+    out = tg.StructuredLLMCall(engine, output=Answer)(question())
+    assert server.stats.requests[0].body["format"] == Answer.model_json_schema()
+    assert out.parsed == Answer(answer=4, unit="apples")
+
+
+def test_a_module_finds_the_system_prompt_of_a_typed_call():
+    class Solver(tg.Module):
+        def __init__(self, engine):
+            system = tg.Variable("Solve it.", role_description="system prompt", requires_grad=True)
+            self.solve = tg.StructuredLLMCall(engine, output=Answer, system_prompt=system)
+
+        def forward(self, problem):
+            return self.solve(question(problem))
+
+    solver = Solver(ScriptedEngine(lambda r: GOOD))
+    assert [name for name, _ in solver.named_parameters()] == ["solve.system_prompt"]
+    assert solver("2 and 2?").parsed.answer == 4
+
+
 HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 
 
