@@ -68,6 +68,10 @@ def test_sequential_validation_page_runs_as_written(capsys):
     run_page("sequential-validation.md", capsys)
 
 
+def test_structured_outputs_page_runs_as_written(capsys):
+    run_page("structured-outputs.md", capsys)
+
+
 def test_coming_from_textgrad_page_runs_as_written(capsys):
     from textgraph.engines import context
 
@@ -75,7 +79,3 @@ def test_coming_from_textgrad_page_runs_as_written(capsys):
         run_page("coming-from-textgrad.md", capsys)
     finally:
         context.reset_configuration()
-
-
-def test_structured_outputs_page_runs_as_written(capsys):
-    run_page("structured-outputs.md", capsys)
