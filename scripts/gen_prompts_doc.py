@@ -24,6 +24,7 @@ groups = [
             "context_demos",
             "context_formatted_call",
             "context_field",
+            "context_structured_call",
             "context_function",
             "context_retrieve",
             "context_compress",
@@ -78,6 +79,11 @@ groups = [
         "Gradient reduction (Trainer)",
         "When a parameter's critiques (with their contexts) exceed `max_gradient_chars`, the trainer merges them in chunks of bounded size, then merges the merges, until one summary fits. Each critique is labelled with the training examples it came from.",
         ["reduce_system", "reduce_user", "reduce_item"],
+    ),
+    (
+        "Typed outputs (tg.StructuredLLMCall)",
+        "Appended to the call's system prompt (after a blank line; the optimizable system prompt itself stays as written): the fields, one `structured_field` line each, and the output model's JSON schema, which the request also carries in `response_format`. With `reasoning=True` a first field `reasoning` is added, described by `structured_reasoning`. A reply that does not validate gets one `structured_repair` turn.",
+        ["structured_format", "structured_field", "structured_reasoning", "structured_repair"],
     ),
     (
         "Repair turns",

@@ -68,6 +68,10 @@ def test_sequential_validation_page_runs_as_written(capsys):
     run_page("sequential-validation.md", capsys)
 
 
+def test_structured_outputs_page_runs_as_written(capsys):
+    run_page("structured-outputs.md", capsys)
+
+
 def test_coming_from_textgrad_page_runs_as_written(capsys):
     from textgraph.engines import context
 

@@ -32,6 +32,7 @@ from textgraph.errors import (
     RateLimitError,
     ReplayMiss,
     StateDictError,
+    StructuredOutputError,
     TextgraphError,
     TruncatedOutput,
 )
@@ -61,6 +62,7 @@ from textgraph.ops import (
     retrieved,
     sum,
 )
+from textgraph.ops.structured import StructuredLLMCall, StructuredVariable
 from textgraph.optim import TGD, Update
 from textgraph.report.terminal import show
 from textgraph.retrieval import BM25Index, DenseIndex, Hit, Index, Passage
@@ -127,6 +129,9 @@ __all__ = [
     "RunError",
     "Score",
     "StateDictError",
+    "StructuredLLMCall",
+    "StructuredOutputError",
+    "StructuredVariable",
     "Sum",
     "TextLoss",
     "TextgraphError",

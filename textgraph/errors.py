@@ -35,6 +35,16 @@ class ParseError(TextgraphError):
     """A model's reply could not be parsed into the requested format."""
 
 
+class StructuredOutputError(ParseError):
+    """A StructuredLLMCall's reply did not validate against its output model, even after the
+    repair turn. `reply` is the model's last reply, `problem` what was wrong with it."""
+
+    def __init__(self, message: str, *, reply: str = "", problem: str = "") -> None:
+        super().__init__(message)
+        self.reply = reply
+        self.problem = problem
+
+
 class StateDictError(TextgraphError, ValueError):
     """A state dict or saved file does not match the module it is loaded into."""
 

@@ -83,24 +83,34 @@ def _json_model(keys: tuple[str, ...]) -> type[BaseModel]:
     )
 
 
-def parse_json_object(text: str, keys: list[str]) -> dict[str, str]:
-    """Parse a JSON object with the given string keys, tolerating fences and chatter."""
+def load_json_object(text: str) -> Any:
+    """The JSON object in a reply, tolerating code fences and chatter around it."""
     stripped = _FENCE.sub("", text.strip())
     start, end = stripped.find("{"), stripped.rfind("}")
     if start < 0 or end <= start:
         raise ValueError("the reply contains no JSON object")
     try:
-        data = json.loads(stripped[start : end + 1], strict=False)  # raw newlines in strings
+        return json.loads(stripped[start : end + 1], strict=False)  # raw newlines in strings
     except json.JSONDecodeError as exc:
         raise ValueError(f"the JSON object is malformed ({exc.msg} at char {exc.pos})") from exc
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """A pydantic error as one line per field: what the repair turn quotes back."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'object'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def parse_json_object(text: str, keys: list[str]) -> dict[str, str]:
+    """Parse a JSON object with the given string keys, tolerating fences and chatter."""
+    data = load_json_object(text)
     try:
         return _json_model(tuple(keys)).model_validate(data).model_dump()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'object'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ValueError(f"the JSON object does not match the schema ({problems})") from exc
+        raise ValueError(
+            f"the JSON object does not match the schema ({validation_problems(exc)})"
+        ) from exc
 
 
 async def call_json(engine: Engine, request: ChatRequest, keys: list[str]) -> Reply:
@@ -116,7 +126,7 @@ async def call_json(engine: Engine, request: ChatRequest, keys: list[str]) -> Re
     def parse(text: str) -> dict[str, str]:
         return parse_json_object(text, keys)
 
-    return await _call_with_repair(
+    return await call_with_repair(
         engine,
         request,
         parse,
@@ -144,7 +154,7 @@ async def call_delimited(
     request = request.model_copy(
         update={"response_format": ResponseFormat(type="delimited", start=start, end=end)}
     )
-    return await _call_with_repair(
+    return await call_with_repair(
         engine,
         request,
         lambda text: extract_delimited(text, start, end),
@@ -153,7 +163,7 @@ async def call_delimited(
     )
 
 
-async def _call_with_repair(
+async def call_with_repair(
     engine: Engine,
     request: ChatRequest,
     parse: Callable[[str], Any],

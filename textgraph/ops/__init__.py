@@ -5,6 +5,7 @@ from textgraph.ops.compress import Compress
 from textgraph.ops.function import FunctionOp, function, op
 from textgraph.ops.llm import FormattedLLMCall, LLMCall
 from textgraph.ops.retrieve import Retrieve, retrieved
+from textgraph.ops.structured import StructuredLLMCall, StructuredVariable
 from textgraph.ops.text import Concat, Sum, concat, sum
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "Node",
     "Operation",
     "Retrieve",
+    "StructuredLLMCall",
+    "StructuredVariable",
     "Sum",
     "concat",
     "function",

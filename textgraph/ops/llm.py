@@ -127,27 +127,36 @@ class _LLMOperation(Operation):
     async def _generate(
         self, inputs: tuple[Variable, ...], user_text: str, received: str | dict[str, str]
     ) -> tuple[str, Node]:
-        engine = resolve_engine(
+        engine = self._forward_engine()
+        response = await call_engine(engine, self._request(inputs, user_text))
+        node = Node(op=self, inputs=inputs, engine=engine, saved={"user_text": user_text})
+        record(OpCall(op=self, inputs=received, output=response.text, demos=self.demos))
+        return response.text, node
+
+    def _forward_engine(self) -> Engine:
+        return resolve_engine(
             forward_override(), self.engine, what=f"{type(self).__name__} forward"
         )
-        messages = []
-        if self.system_prompt is not None:
-            messages.append(Message(role="system", content=self.system_prompt.value))
+
+    def _request(
+        self, inputs: tuple[Variable, ...], user_text: str, system_suffix: str | None = None
+    ) -> ChatRequest:
+        """The forward request: system prompt (plus `system_suffix`), demos, the user turn."""
+        system = self.system_prompt.value if self.system_prompt is not None else None
+        if system_suffix is not None:
+            system = f"{system}\n\n{system_suffix}" if system else system_suffix
+        messages = [Message(role="system", content=system)] if system is not None else []
         if self.demos is not None:
             for demo in self.demos.items:
                 messages.append(Message(role="user", content=self.demo_text(demo)))
                 messages.append(Message(role="assistant", content=demo.reply()))
         messages.append(Message(role="user", content=user_text))
-        request = ChatRequest(
+        return ChatRequest(
             messages=messages,
             purpose=current_forward_purpose(),
             variable_ids=[v.id for v in inputs],
             **self.sampling,
         )
-        response = await call_engine(engine, request)
-        node = Node(op=self, inputs=inputs, engine=engine, saved={"user_text": user_text})
-        record(OpCall(op=self, inputs=received, output=response.text, demos=self.demos))
-        return response.text, node
 
     def demo_text(self, demo: Demo) -> str:
         """The user turn of one demonstration."""
