@@ -220,3 +220,14 @@ def test_bad_fused_arguments_get_clear_errors():
         asyncio.run(fused_backward(loss, engine=engine, limit=10))
     with pytest.raises(ArgumentError, match="requires_grad"):
         asyncio.run(fused_backward(tg.Variable("x", role_description="x"), engine=engine))
+
+
+def test_a_loss_at_its_perfect_score_sends_no_fused_critique():
+    engine = ScriptedEngine(by_purpose(forward="4"))
+    system = param("sys", "system prompt")
+    loss_fn = tg.MetricLoss(lambda prediction, target: float(prediction == target), engine)
+    outputs = [tg.LLMCall(engine, system)(tg.Variable(q, role_description="q")) for q in "ab"]
+    losses = [loss_fn(outputs[0], "4"), loss_fn(outputs[1], "5")]  # perfect, then wrong
+    asyncio.run(fused_backward(tg.sum(losses), engine=engine))
+    assert [g.source for g in system.gradients] == [losses[1]]
+    assert len([c for c in engine.calls if is_fused(c.request)]) == 1

@@ -194,7 +194,7 @@ async def _fused_call(
     unit: Variable, engine: Engine | None, limit: int
 ) -> tuple[dict[str, Variable], Reply | None]:
     params = {f"var_{i}": p for i, p in enumerate(_parameters(unit), 1)}
-    if not params:
+    if not params or is_perfect(unit):
         return params, None
     chosen = engine or default_engine() or _graph_engine(unit)
     if chosen is None:
@@ -203,6 +203,13 @@ async def _fused_call(
             "loss.backward(engine=..., fused=True) or use `with tg.use_engine(...)`."
         )
     return params, await call_json(chosen, fused_request(unit, params, limit), list(params))
+
+
+def is_perfect(unit: Variable) -> bool:
+    """A loss at its perfect score sends no critique, as in per-op backward (Loss.is_perfect)."""
+    node = unit.grad_fn
+    check = getattr(node.op, "is_perfect", None) if node is not None else None
+    return bool(check(node)) if callable(check) else False
 
 
 def _graph_engine(unit: Variable) -> Engine | None:
