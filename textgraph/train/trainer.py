@@ -69,7 +69,12 @@ from textgraph.runs import (
     append_jsonl,
     rewrite_jsonl,
 )
-from textgraph.train.gradients import GradientPass, gradient_pass, gradients_of
+from textgraph.train.gradients import (
+    GradientPass,
+    check_backward_mode,
+    gradient_pass,
+    gradients_of,
+)
 from textgraph.train.observer import RunObserver
 from textgraph.train.progress import RunProgress
 from textgraph.variable import Variable
@@ -122,6 +127,7 @@ class Trainer:
         max_gradient_chars: int = 6000,
         reduce_engine: Engine | None = None,
         backward_engine: Engine | None = None,
+        backward: str = "per_op",
         engine: Engine | None = None,
         critic_engine: Engine | None = None,
         max_chars: int | dict[str, int] | None = None,
@@ -202,6 +208,7 @@ class Trainer:
         self.failures_only, self.keep_passing = failures_only, keep_passing
         self.max_gradient_chars, self.reduce_engine = max_gradient_chars, reduce_engine
         self.backward_engine = backward_engine or critic_engine
+        self.backward = check_backward_mode(backward)
         self.engine, self.critic_engine = engine, critic_engine
         self.max_chars, self.reject_copies = max_chars, reject_copies
         self.max_concurrency, self.progress = max_concurrency, progress
@@ -553,7 +560,7 @@ class Trainer:
             reduced=grad.reduced,
             candidates=list(records.values()),
             optimizer=optimizer_name(self.optimizer),
-            notes=ctx.notes,
+            notes=[*ctx.notes, *(n for p in passes for n in p.notes)],
             current=state.current_id,
             val_score=val_score,
             best_score=state.best_score,
@@ -878,6 +885,7 @@ class Trainer:
             "patience": self.patience,
             "failures_only": self.failures_only,
             "max_gradient_chars": self.max_gradient_chars,
+            "backward": self.backward,
             "max_chars": self.max_chars,
             "reject_copies": self.reject_copies,
             "budget": (
