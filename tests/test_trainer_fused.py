@@ -48,7 +48,7 @@ def test_a_malformed_fused_reply_falls_back_to_per_op_and_the_step_record_says_s
 
     def respond(request):
         if request.metadata.get("operation") == "fused_backward":
-            return "{\"feedback\": \"one critique, not keyed by parameter\"}"
+            return '{"feedback": "one critique, not keyed by parameter"}'
         return inner._respond(request)
 
     engine = ScriptedEngine(respond)

@@ -95,8 +95,7 @@ async def gradient_pass(trainer: Trainer, step: int, batch: Sequence[int]) -> Gr
         ):
             where = example_of.get(id(fallback.loss), "?")
             record.notes.append(
-                f"example {where}: fused backward fell back to per-op backward "
-                f"({fallback.error})"
+                f"example {where}: fused backward fell back to per-op backward ({fallback.error})"
             )
     elif total is not None:
         await total.abackward(engine=trainer.backward_engine)
@@ -129,7 +128,7 @@ def check_backward_mode(mode: object) -> str:
     if mode not in BACKWARD_MODES:
         raise ArgumentError(
             f"backward must be one of {', '.join(repr(m) for m in BACKWARD_MODES)}, got "
-            f"{mode!r}: \"per_op\" asks one critic call per op, \"fused\" one per example"
+            f'{mode!r}: "per_op" asks one critic call per op, "fused" one per example'
         )
     return str(mode)
 
