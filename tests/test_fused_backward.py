@@ -231,3 +231,49 @@ def test_a_loss_at_its_perfect_score_sends_no_fused_critique():
     asyncio.run(fused_backward(tg.sum(losses), engine=engine))
     assert [g.source for g in system.gradients] == [losses[1]]
     assert len([c for c in engine.calls if is_fused(c.request)]) == 1
+
+
+def test_fused_loss_evaluates_and_critiques_in_one_call_for_a_four_wave_step():
+    def judge(request: ChatRequest) -> str:
+        keys = request.response_format.json_schema["required"]
+        assert keys[0] == "evaluation" and "Call 2 (llm_call)" in request.prompt_text()
+        return json.dumps({k: ("too vague" if k == "evaluation" else f"fix {k}") for k in keys})
+
+    engine = ScriptedEngine(by_purpose(loss=judge), latency=LATENCY)
+    system = param("Answer the question.", "system prompt of the answering model")
+    stage1, stage2 = tg.LLMCall(engine, system), tg.LLMCall(engine)
+    judge_loss = tg.losses.FusedTextLoss("Is the answer correct?", engine=engine)
+
+    async def step() -> tg.Variable:
+        async def example(i: int) -> tg.Variable:
+            first = await stage1.acall(tg.Variable(f"question {i}", role_description="question"))
+            return await judge_loss.acall(await stage2.acall(first))
+
+        total = tg.sum(await asyncio.gather(*(example(i) for i in range(4))))
+        await total.abackward(engine=engine, fused=True)
+        await tg.TGD([system], engine=engine).astep()
+        return total
+
+    total = asyncio.run(step())
+    assert engine.calls_for("backward") == []  # the loss call wrote the critiques
+    assert waves(engine.calls) == critical_path_calls(total, fused=True) == 4
+    assert [g.text for g in system.gradients] == ["fix var_1"] * 4
+    assert [g.source for g in system.gradients] == list(total.predecessors)
+    assert {loss.value for loss in total.predecessors} == {"too vague"}
+
+
+def test_a_malformed_fused_loss_reply_falls_back_to_a_plain_evaluation_recorded():
+    def judge(request: ChatRequest) -> str:
+        return "not json" if request.metadata.get("operation") == "fused_loss" else "plain verdict"
+
+    engine = ScriptedEngine(by_purpose(loss=judge), raw=True)
+    system = param("sys", "system prompt")
+    output = tg.LLMCall(engine, system)(tg.Variable("q", role_description="question"))
+    loss = tg.losses.FusedTextLoss("Judge.", engine=engine)(output)
+    assert loss.value == "plain verdict"
+    assert any("plain evaluation ran instead" in w for w in loss.warnings)
+    assert (
+        len([c for c in engine.calls if c.request.metadata.get("operation") == "fused_loss"]) == 2
+    )
+    assert "parameter_feedback" not in loss.grad_fn.saved
+    assert critical_path_calls(loss, fused=True) == 4  # the critic call is back on the path

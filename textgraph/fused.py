@@ -162,8 +162,8 @@ def render_calls(outputs: list[Variable], limit: int) -> str:
     return "\n\n".join([*head, *middle, *tail])
 
 
-def fused_request(unit: Variable, params: dict[str, Variable], limit: int) -> ChatRequest:
-    listing = "\n".join(
+def _listing(params: dict[str, Variable], limit: int) -> str:
+    return "\n".join(
         render_file(
             "fused_backward_parameter",
             key=key,
@@ -172,6 +172,37 @@ def fused_request(unit: Variable, params: dict[str, Variable], limit: int) -> Ch
         )
         for key, p in params.items()
     )
+
+
+def parameter_keys(variable: Variable) -> dict[str, Variable]:
+    """var_1..var_n -> the parameters `variable` depends on, in graph order."""
+    return {f"var_{i}": p for i, p in enumerate(_parameters(variable), 1)}
+
+
+def fused_loss_request(
+    output: Variable, params: dict[str, Variable], instruction: str, limit: int
+) -> ChatRequest:
+    """One request that evaluates `output` and critiques every parameter (loss="fused")."""
+    calls = [v for v in ancestry(output) if v.requires_grad and v.grad_fn is not None]
+    user = render_file(
+        "fused_loss_user",
+        calls=render_calls(calls, limit) or "(no calls: the output is a parameter itself)",
+        output_role=output.role_description,
+        output=fence(clip(output.value, limit)),
+        parameters=_listing(params, limit),
+        keys=", ".join(f'"{k}"' for k in params),
+    )
+    return ChatRequest.from_prompts(
+        render_file("fused_loss_system", instruction=fence(instruction)),
+        user,
+        purpose="loss",
+        variable_ids=[output.id, *(p.id for p in params.values())],
+        metadata={"operation": "fused_loss"},
+    )
+
+
+def fused_request(unit: Variable, params: dict[str, Variable], limit: int) -> ChatRequest:
+    listing = _listing(params, limit)
     evaluated = [p for p in unit.predecessors if p.requires_grad] if unit.is_loss else [unit]
     user = render_file(
         "fused_backward_user",
@@ -193,9 +224,15 @@ def fused_request(unit: Variable, params: dict[str, Variable], limit: int) -> Ch
 async def _fused_call(
     unit: Variable, engine: Engine | None, limit: int
 ) -> tuple[dict[str, Variable], Reply | None]:
-    params = {f"var_{i}": p for i, p in enumerate(_parameters(unit), 1)}
+    params = parameter_keys(unit)
     if not params or is_perfect(unit):
         return params, None
+    written = unit.grad_fn.saved.get("parameter_feedback") if unit.grad_fn else None
+    if written is not None and set(written) == set(params.values()):
+        # loss="fused": the loss's own call already wrote these critiques.
+        conversation = unit.grad_fn.saved.get("conversation", ())
+        value = {key: written[p] for key, p in params.items()}
+        return params, Reply(value=value, text="", conversation=conversation)
     chosen = engine or default_engine() or _graph_engine(unit)
     if chosen is None:
         raise ConfigurationError(
