@@ -217,7 +217,7 @@ def test_bad_fused_arguments_get_clear_errors():
         tg.LLMCall(engine, param("sys", "system prompt"))(tg.Variable("q", role_description="q"))
     )
     with pytest.raises(ArgumentError, match="limit"):
-        asyncio.run(fused_backward(loss, engine=engine, limit=10))
+        asyncio.run(fused_backward(loss, engine=engine, limit=0))
     with pytest.raises(ArgumentError, match="requires_grad"):
         asyncio.run(fused_backward(tg.Variable("x", role_description="x"), engine=engine))
 

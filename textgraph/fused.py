@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from textgraph._checks import check_int
 from textgraph._text import clip
 from textgraph.engines.base import ChatRequest, Engine
 from textgraph.engines.context import check_engine, default_engine
@@ -74,8 +75,12 @@ async def fused_backward(
             f"{root.id} ({root.role_description}) does not depend on any variable with "
             "requires_grad=True, so backward has nothing to update."
         )
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 100:
-        raise ArgumentError(f"fused backward limit must be an int >= 100 characters, got {limit!r}")
+    check_int(
+        "fused backward limit",
+        limit,
+        minimum=1,
+        instead="the most characters of each text shown (the Trainer's max_gradient_chars)",
+    )
     units = loss_units(root)
     before = {v: len(v.gradients) for v in ancestry(root) if v.requires_grad}
     try:
