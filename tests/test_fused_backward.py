@@ -173,6 +173,7 @@ def test_malformed_fused_reply_is_repaired_once_then_falls_back_to_per_op_record
     assert [g.text for g in system.gradients] == ["per-op critique"]
     assert system.gradients[0].operation == "llm_call"
     assert any("per-op backward ran for it instead" in w for w in system.warnings)
+    assert loss.warnings == system.warnings  # the loss (the root here) says so too
 
 
 def test_a_fused_reply_fixed_by_the_repair_turn_needs_no_fallback():

@@ -9,7 +9,7 @@ gets one fused call per loss, concurrently. Each gradient's `source` is that
 example's loss, so reduction, reports and `critique_paths` see which example
 it concerns. A reply that stays malformed after one repair turn falls back to
 per-op backward for that loss, and the fallback is recorded (`FusedFallback`,
-and a line in each affected parameter's `.warnings`).
+and a line in the `.warnings` of the root, that loss and its parameters).
 
 Long subgraphs are cut with the limits gradient reduction uses: every call's
 rendering and every parameter's value at most `limit` characters (cut with
@@ -110,8 +110,8 @@ async def fused_backward(
                 "per-op backward ran for it instead"
             )
             await backward(fallback.loss, engine=engine)
-            for p in _parameters(fallback.loss):
-                p.warnings.append(note)
+            for variable in dict.fromkeys([root, fallback.loss, *_parameters(fallback.loss)]):
+                variable.warnings.append(note)
     except BaseException:
         for v, count in before.items():
             del v.gradients[count:]
