@@ -69,3 +69,13 @@ def test_a_malformed_fused_reply_falls_back_to_per_op_and_the_step_record_says_s
 def test_an_unknown_backward_mode_is_a_clear_error():
     with pytest.raises(tg.ArgumentError, match="backward must be one of 'per_op', 'fused'"):
         make_trainer(backward="fast")
+
+
+def test_the_mode_is_part_of_the_run_config_so_resume_cannot_switch_it(tmp_path):
+    make_trainer(tmp_path / "run", backward="fused", max_steps=1).fit()
+    with pytest.raises(tg.RunError, match=r"\(backward differ\)"):
+        make_trainer(tmp_path / "run", max_steps=1).fit(resume=True)
+    # a per-op run's config is what it was before the option existed: old runs resume
+    make_trainer(tmp_path / "old", max_steps=1).fit()
+    config = (tmp_path / "old" / "config.json").read_text()
+    assert '"backward"' not in config

@@ -885,7 +885,7 @@ class Trainer:
             "patience": self.patience,
             "failures_only": self.failures_only,
             "max_gradient_chars": self.max_gradient_chars,
-            "backward": self.backward,
+            **({"backward": self.backward} if self.backward != "per_op" else {}),  # old runs resume
             "max_chars": self.max_chars,
             "reject_copies": self.reject_copies,
             "budget": (
