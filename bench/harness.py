@@ -1,14 +1,17 @@
 """Run the frameworks on the same workloads and print one JSON document.
 
     python bench/harness.py [--name default] [--latency 0.1] [--batches 1,4,8,32] [--repeats 5]
-                            [--frameworks textgraph,textgrad,dspy]
+                            [--frameworks textgraph,textgrad,dspy] [--no-fused]
                             [--workloads step,overhead,evaluate,evaluate-overhead]
                             [--eval-examples 1000] [--eval-concurrency 64] [--eval-repeats 3]
                             [--eval-overhead-examples 10000] [--no-eval-diagnostics]
 
 The LLM server runs in its own process with a fixed latency per request and
 counts requests and whitespace tokens; each framework's workload runs in a
-fresh subprocess. `step` and `overhead` compare textgraph with TextGrad;
+fresh subprocess. `step` and `overhead` compare textgraph with TextGrad
+(`step` also runs textgraph with fused backward, `textgraph_fused`, and with
+the fused loss too, `textgraph_fused_loss`, unless --no-fused, and checks
+both against FUSED_TARGETS);
 `evaluate` compares tg.Evaluator with dspy.Evaluate (plus, unless
 --no-eval-diagnostics, the bare HTTP clients and textgraph with its
 connections split over 8 pools); `evaluate-overhead` times tg.Evaluator on
@@ -35,6 +38,8 @@ import httpx
 HERE = Path(__file__).resolve().parent
 EVAL_TARGET = 1.3  # evaluate: wall <= 1.3 x the bound
 EVAL_OVERHEAD_TARGET_US = 300.0  # evaluate-overhead: 10,000 examples in under 3 s
+FUSED_TARGETS = {8: (10.0, 1.15), 32: (30.0, 1.3)}  # batch -> (x TextGrad, wall / bound)
+FUSED_VARIANTS = {"textgraph_fused": "--fused", "textgraph_fused_loss": "--fused-loss"}
 
 
 class BenchServer:
@@ -73,8 +78,11 @@ def run_workload(*args: str) -> dict:
 
 def step(server: BenchServer, framework: str, batch: int, repeats: int, latency: float) -> dict:
     server.reset()
-    result = run_workload(f"{framework}-step", "--base-url", f"{server.url}/v1",
-                          "--batch", str(batch), "--repeats", str(repeats))
+    variant = FUSED_VARIANTS.get(framework)
+    result = run_workload("textgraph-step" if variant else f"{framework}-step",
+                          "--base-url", f"{server.url}/v1",
+                          "--batch", str(batch), "--repeats", str(repeats),
+                          *((variant,) if variant else ()))
     stats = server.stats()
     runs = repeats + 1  # every run, the untimed warm-up included, does the same work
     row = {
@@ -90,6 +98,19 @@ def step(server: BenchServer, framework: str, batch: int, repeats: int, latency:
                    critical_path_s=round(bound, 3),
                    wall_over_bound=round(result["wall_s"] / bound, 3))
     return row
+
+
+def fused_comparison(fused: dict, textgrad: dict, batch: int) -> dict:
+    """Fused step against TextGrad's: speed-up, token ratio, and the issue's targets."""
+    out = {"speedup": round(textgrad["wall_s"] / fused["wall_s"], 2),
+           "prompt_token_ratio": round(fused["prompt_tokens"] / textgrad["prompt_tokens"], 3),
+           "wall_over_bound": fused["wall_over_bound"]}
+    if batch in FUSED_TARGETS:
+        speedup, over_bound = FUSED_TARGETS[batch]
+        out.update(target={"speedup": speedup, "wall_over_bound": over_bound},
+                   met_speedup=out["speedup"] >= speedup,
+                   met_bound=fused["wall_over_bound"] <= over_bound)
+    return out
 
 
 def eval_bound(examples: int, concurrency: int, latency: float) -> float:
@@ -162,6 +183,8 @@ def main() -> None:
     parser.add_argument("--eval-overhead-examples", type=int, default=10_000)
     parser.add_argument("--eval-diagnostics", action=argparse.BooleanOptionalAction,
                         default=True)
+    parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True,
+                        help="step: also run textgraph with fused backward")
     args = parser.parse_args()
     frameworks = args.frameworks.split(",")
     workloads = args.workloads.split(",")
@@ -169,6 +192,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown workloads {sorted(unknown)}")
     step_frameworks = [fw for fw in frameworks if fw in ("textgraph", "textgrad")]
+    step_runs = step_frameworks + (list(FUSED_VARIANTS) if args.fused and
+                                   "textgraph" in frameworks else [])
     document: dict = {
         "latency_s": args.latency,
         "repeats": args.repeats,
@@ -188,12 +213,16 @@ def main() -> None:
                 document["step"] = {}
                 for batch in (int(b) for b in args.batches.split(",")):
                     row = {fw: step(server, fw, batch, args.repeats, args.latency)
-                           for fw in step_frameworks}
+                           for fw in step_runs}
                     if "textgrad" in row and "textgraph" in row:
                         ours, theirs = row["textgraph"], row["textgrad"]
                         row["speedup"] = round(theirs["wall_s"] / ours["wall_s"], 2)
                         ratio = ours["prompt_tokens"] / theirs["prompt_tokens"]
                         row["prompt_token_ratio"] = round(ratio, 3)
+                    for variant in FUSED_VARIANTS:
+                        if "textgrad" in row and variant in row:
+                            row[f"{variant}_vs_textgrad"] = fused_comparison(
+                                row[variant], row["textgrad"], batch)
                     document["step"][f"B={batch}"] = row
                     print(f"B={batch}: {json.dumps(row)}", file=sys.stderr)
             if "evaluate" in workloads:

@@ -1,6 +1,7 @@
 """The workloads, for each framework. Each run happens in its own process.
 
     python bench/workloads.py textgraph-step --base-url URL --batch 8 --repeats 5
+                              [--fused | --fused-loss]
     python bench/workloads.py textgrad-step  --base-url URL --batch 8 --repeats 5
     python bench/workloads.py textgraph-overhead --ops 10000
     python bench/workloads.py textgrad-overhead  --ops 10000
@@ -12,7 +13,10 @@
 
 Each prints one JSON object. `step` is one optimization step of a two-stage
 pipeline (system prompt -> LLM call -> LLM call) over a batch: forward, a
-TextLoss per example, the summed loss, backward, one TGD step. `overhead`
+TextLoss per example, the summed loss, backward, one TGD step (`--fused`: fused
+backward, one critic call per example instead of one per op; `--fused-loss`:
+also tg.losses.FusedTextLoss, which evaluates and writes the parameter critiques
+in the same call, so backward needs no call of its own). `overhead`
 builds 100 chains of LLM calls (10,000 ops in all) sharing one system
 prompt on an instant in-process engine, and runs forward and backward.
 `evaluate` scores a one-call QA program on N examples with at most
@@ -62,13 +66,15 @@ def questions(batch: int) -> list[str]:
 # --- textgraph -------------------------------------------------------------------------
 
 
-async def _textgraph_step_once(engine: Any, batch: int) -> tuple[float, int]:
+async def _textgraph_step_once(engine: Any, batch: int, fused: bool = False,
+                               fused_loss: bool = False) -> tuple[float, int]:
     import textgraph as tg
+    from textgraph.losses import FusedTextLoss
 
     system = tg.Variable(SYSTEM, role_description="system prompt of the answering model",
                          requires_grad=True)
     stage1, stage2 = tg.LLMCall(engine, system), tg.LLMCall(engine)
-    loss_fn = tg.TextLoss(EVALUATION, engine=engine)
+    loss_fn = (FusedTextLoss if fused_loss else tg.TextLoss)(EVALUATION, engine=engine)
     optimizer = tg.TGD([system], engine=engine)
 
     async def example(question: str) -> tg.Variable:
@@ -78,21 +84,27 @@ async def _textgraph_step_once(engine: Any, batch: int) -> tuple[float, int]:
     started = time.perf_counter()
     losses = await asyncio.gather(*(example(q) for q in questions(batch)))
     total = tg.sum(losses)
-    await total.abackward()
+    await total.abackward(fused=fused)
+    critiques = len(system.gradients)
     await optimizer.astep()
     wall = time.perf_counter() - started
     if system.value == SYSTEM:
         raise RuntimeError(f"the optimizer did not update the prompt: {system.warnings}")
-    return wall, _critical_path(total)
+    fallbacks = total.warnings + [w for loss in losses for w in loss.warnings]
+    if fused and (fallbacks or critiques != batch):  # no silent per-op fallback
+        raise RuntimeError(f"fused backward did not give one critique per example: "
+                           f"{critiques} of {batch}, {fallbacks}")
+    return wall, _critical_path(total, fused)
 
 
-def _critical_path(loss: Any) -> int:
+def _critical_path(loss: Any, fused: bool = False) -> int:
     from textgraph.graph import critical_path_calls
 
-    return critical_path_calls(loss)
+    return critical_path_calls(loss, fused=fused)
 
 
-def textgraph_step(base_url: str, batch: int, repeats: int, concurrency: int = 32) -> dict:
+def textgraph_step(base_url: str, batch: int, repeats: int, concurrency: int = 32,
+                   fused: bool = False, fused_loss: bool = False) -> dict:
     import textgraph as tg
 
     async def run() -> dict:
@@ -100,7 +112,8 @@ def textgraph_step(base_url: str, batch: int, repeats: int, concurrency: int = 3
                                max_concurrency=concurrency)
         walls, path = [], 0
         for _ in range(repeats + 1):  # the first run warms connections up and is not timed
-            wall, path = await _textgraph_step_once(engine, batch)
+            wall, path = await _textgraph_step_once(engine, batch, fused or fused_loss,
+                                                    fused_loss)
             walls.append(wall)
         walls = walls[1:]
         await engine.aclose()
@@ -566,9 +579,13 @@ def main() -> None:
     parser.add_argument("--pool-shards", type=int, default=0,
                         help="textgraph-evaluate: split the connections over this many pools")
     parser.add_argument("--profile", help="evaluate-overhead: write a cProfile of one run here")
+    parser.add_argument("--fused", action="store_true", help="textgraph-step: fused backward")
+    parser.add_argument("--fused-loss", action="store_true",
+                        help="textgraph-step: FusedTextLoss and fused backward")
     args = parser.parse_args()
     if args.workload == "textgraph-step":
-        result = textgraph_step(args.base_url, args.batch, args.repeats, args.concurrency)
+        result = textgraph_step(args.base_url, args.batch, args.repeats, args.concurrency,
+                                args.fused, args.fused_loss)
     elif args.workload == "textgrad-step":
         result = textgrad_step(args.base_url, args.batch, args.repeats)
     elif args.workload == "textgraph-overhead":

@@ -16,6 +16,22 @@ groups = [
         ],
     ),
     (
+        "Fused backward (one critic call per loss)",
+        "Sent by `loss.backward(fused=True)` and `tg.Trainer(backward=\"fused\")`, once per loss: the user prompt lists every call between the loss and the parameters in the order they ran (each rendered with the context templates below, cut to the limit; a line replaces the middle calls when they exceed three times the limit), the loss's feedback, and the parameters with their current values. The reply is a JSON object keyed by parameter (the request carries the JSON schema); see [fused-backward.md](fused-backward.md).",
+        [
+            "fused_backward_system",
+            "fused_backward_user",
+            "fused_backward_call",
+            "fused_backward_parameter",
+            "fused_backward_omitted",
+        ],
+    ),
+    (
+        "Fused loss (tg.losses.FusedTextLoss)",
+        "One call that evaluates the output, as `TextLoss` does, and in the same JSON reply writes the critique of every parameter the output depends on, so backward needs no call of its own.",
+        ["fused_loss_system", "fused_loss_user"],
+    ),
+    (
         "Context of a call",
         "How each op renders its forward call inside backward prompts and, with the optimized variable's own text elided, inside optimizer prompts.",
         [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from bench.harness import evaluate_row
+from bench.harness import evaluate_row, fused_comparison
 from bench.server import bench_reply, dspy_fields, start_server
 from bench.workloads import (
     _scratch_dirs,
@@ -32,6 +32,36 @@ def test_step_workload_makes_the_expected_requests():
     assert result["critical_path_calls"] == 6
     assert stats.max_in_flight == batch  # the examples ran side by side
     assert len(result["walls_s"]) == repeats
+
+
+def test_fused_step_workload_makes_one_backward_call_per_example():
+    batch, repeats = 3, 1
+    with LLMTestServer(ScriptedEngine(bench_reply), latency=0.005) as server:
+        result = textgraph_step(server.openai_base_url, batch, repeats, fused=True)
+        stats = server.stats
+    # per run: 2 forward + 1 loss + 1 fused backward per example, then 1 optimizer call
+    assert len(stats.requests) == (repeats + 1) * (4 * batch + 1)
+    assert result["critical_path_calls"] == 5  # forward 2, loss, fused backward, optimizer
+    assert stats.max_in_flight == batch
+
+
+def test_fused_comparison_checks_the_issue_targets():
+    fused = {"wall_s": 0.5, "prompt_tokens": 600, "wall_over_bound": 1.2}
+    textgrad = {"wall_s": 5.1, "prompt_tokens": 1000}
+    row = fused_comparison(fused, textgrad, 8)
+    assert row["speedup"] == 10.2 and row["prompt_token_ratio"] == 0.6
+    assert row["met_speedup"] is True and row["met_bound"] is False
+    assert "target" not in fused_comparison(fused, textgrad, 4)
+
+
+def test_fused_loss_step_workload_has_a_four_call_critical_path():
+    batch, repeats = 3, 1
+    with LLMTestServer(ScriptedEngine(bench_reply), latency=0.005) as server:
+        result = textgraph_step(server.openai_base_url, batch, repeats, fused_loss=True)
+        stats = server.stats
+    # per run: 2 forward + 1 fused evaluation-and-critique per example, then 1 optimizer call
+    assert len(stats.requests) == (repeats + 1) * (3 * batch + 1)
+    assert result["critical_path_calls"] == 4
 
 
 def test_evaluate_workload_makes_one_request_per_example():

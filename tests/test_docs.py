@@ -88,3 +88,7 @@ def test_tracking_page_runs_as_written(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # nothing MLflow writes may land in the checkout
     pytest.importorskip("mlflow", reason='MLflow is not installed: pip install "textgraph[mlflow]"')
     run_page("tracking.md", capsys)
+
+
+def test_fused_backward_page_runs_as_written(capsys):
+    run_page("fused-backward.md", capsys)

@@ -16,22 +16,32 @@ import functools
 from textgraph.engines.base import Engine
 from textgraph.engines.context import check_engine, configured, context_engine, process_engine
 from textgraph.errors import ArgumentError
+from textgraph.fused import DEFAULT_LIMIT, fused_backward
 from textgraph.graph import ancestry
 from textgraph.ops.base import BackwardContext, distinct
 from textgraph.variable import Gradient, Variable
 
 
 async def backward(
-    root: Variable, *, engine: Engine | None = None, per_input: bool = False
+    root: Variable,
+    *,
+    engine: Engine | None = None,
+    per_input: bool = False,
+    fused: bool = False,
+    limit: int | None = None,
 ) -> None:
     """Propagate critiques from `root` to every upstream variable that requires grad.
 
     The engine that writes critiques: `engine` if given, else the context
     default (`tg.use_engine`), else `tg.configure(backward_engine=...)`, else
     each op's own forward engine, else `tg.configure(engine=...)` or
-    TEXTGRAPH_MODEL.
+    TEXTGRAPH_MODEL. `fused`: one call per loss for all its parameters
+    (textgraph/fused.py), its prompt's texts cut with `limit` (default 6000,
+    as tg.Trainer's max_gradient_chars).
     """
     engine = check_engine(engine, "backward(engine)")
+    if not isinstance(fused, bool):
+        raise ArgumentError(f"backward(fused=) must be True or False, got {fused!r}")
     if not root.requires_grad:
         raise ArgumentError(
             f"{root.id} ({root.role_description}) does not depend on any variable with "
@@ -39,6 +49,9 @@ async def backward(
             "want to optimize with requires_grad=True."
         )
     chosen = engine or context_engine() or configured("backward_engine", fallback=False)
+    if fused:  # with no engine chosen here, fused_backward falls back as per-op does
+        await fused_backward(root, engine=chosen, limit=limit or DEFAULT_LIMIT)
+        return
     order = [v for v in ancestry(root) if v.requires_grad]
     position = {v: i for i, v in enumerate(order)}
     pending = dict.fromkeys(order, 0)

@@ -58,11 +58,12 @@ def ancestry(root: Variable) -> list[Variable]:
     return order
 
 
-def critical_path_calls(root: Variable, *, optimizer_step: bool = True) -> int:
+def critical_path_calls(root: Variable, *, optimizer_step: bool = True, fused: bool = False) -> int:
     """The longest chain of dependent LLM calls of one step ending in `root`.
 
     Forward: LLM ops on the longest path into the loss. Backward: ops on the
-    longest path from the loss to a parameter whose backward asks an LLM.
+    longest path from the loss to a parameter whose backward asks an LLM
+    (`fused`: one call, all losses in parallel; textgraph/fused.py).
     Plus one optimizer call. A step's wall time cannot beat this times the
     latency of one call; textgraph's scheduler aims to approach it.
     """
@@ -71,6 +72,22 @@ def critical_path_calls(root: Variable, *, optimizer_step: bool = True) -> int:
     for v in order:
         own = int(v.grad_fn is not None and v.grad_fn.op.calls_llm)
         forward[v] = own + max((forward[p] for p in v.predecessors), default=0)
+    if fused:
+        # One call per loss, all in parallel; none when the loss's own call wrote the
+        # critiques (loss="fused": textgraph/losses/fused.py).
+        calls = (
+            any(
+                v.is_loss
+                and v.requires_grad
+                and not any(p.is_loss for p in v.predecessors)
+                and "parameter_feedback" not in v.grad_fn.saved
+                for v in order
+                if v.grad_fn is not None
+            )
+            or not root.is_loss
+        )
+        has_parameter = any(v.requires_grad and v.grad_fn is None for v in order)
+        return forward[root] + int(has_parameter and calls) + int(optimizer_step)
     backward: dict[Variable, int] = {v: 0 for v in order}
     longest = 0
     for v in reversed(order):  # successors before predecessors

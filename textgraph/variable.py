@@ -219,21 +219,27 @@ class Variable:
     def zero_grad(self) -> None:
         self.gradients.clear()
 
-    def backward(self, engine: Engine | None = None, *, per_input: bool = False) -> None:
+    def backward(
+        self, engine: Engine | None = None, *, per_input: bool = False, fused: bool = False
+    ) -> None:
         """Send critiques back to every upstream variable that requires grad.
 
         This variable's own value is the starting critique (a loss *is* a
         critique). Works in plain scripts and inside a running event loop.
+        `fused=True`: one critic call per loss writes every parameter's
+        critique at once (see docs/training.md, "Fused backward").
         """
         from textgraph._sync import run_sync
 
-        run_sync(self.abackward(engine, per_input=per_input))
+        run_sync(self.abackward(engine, per_input=per_input, fused=fused))
 
-    async def abackward(self, engine: Engine | None = None, *, per_input: bool = False) -> None:
+    async def abackward(
+        self, engine: Engine | None = None, *, per_input: bool = False, fused: bool = False
+    ) -> None:
         """Async form of `backward`: independent branches run concurrently."""
         from textgraph.autograd import backward
 
-        await backward(self, engine=engine, per_input=per_input)
+        await backward(self, engine=engine, per_input=per_input, fused=fused)
 
     def __str__(self) -> str:
         return self.value

@@ -3,6 +3,9 @@
 What `ctx.gradients()` runs for gradient optimizers. An exception on one
 example is recorded, not fatal (up to the run's max_errors); the step's
 computation graph is written to the run directory with its critiques.
+Backward is per-op (the default) or fused (`Trainer(backward="fused")`: one
+critic call per example, see textgraph/fused.py); a fused reply that could
+not be parsed falls back to per-op for that example, noted in the step record.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from textgraph._io import atomic_write_json
+from textgraph.engines.context import default_engine
 from textgraph.errors import ArgumentError
 from textgraph.eval.evaluator import is_fatal
 from textgraph.eval.score import as_score
+from textgraph.fused import fused_backward
 from textgraph.graph import ancestry, graph_record
 from textgraph.ops.text import sum as sum_losses
 from textgraph.runs import GradientRecord
@@ -36,6 +41,7 @@ class GradientPass:
     errors: list[str] = field(default_factory=list)
     gradients: dict[str, list[GradientRecord]] = field(default_factory=dict)
     reduced: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def received(self) -> bool:
@@ -78,12 +84,21 @@ async def gradient_pass(trainer: Trainer, step: int, batch: Sequence[int]) -> Gr
 
     trainer._phase = "backward"
     total = sum_losses(usable) if usable else None
-    if total is not None:
-        await total.abackward(engine=trainer.backward_engine)
     example_of = _example_map(named, list(batch), outputs)
     for k, loss in zip(chosen, losses, strict=True):
         if isinstance(loss, Variable):
             example_of[id(loss)] = batch[k]
+    if total is not None and trainer.backward == "fused":
+        engine = trainer.backward_engine or default_engine()
+        for fallback in await fused_backward(
+            total, engine=engine, limit=trainer.max_gradient_chars
+        ):
+            where = example_of.get(id(fallback.loss), "?")
+            record.notes.append(
+                f"example {where}: fused backward fell back to per-op backward ({fallback.error})"
+            )
+    elif total is not None:
+        await total.abackward(engine=trainer.backward_engine)
     if trainer._run is not None and total is not None:
         atomic_write_json(trainer._run.graph_path(step), graph_record(total, example_of))
     record.gradients = {
@@ -103,6 +118,19 @@ async def gradient_pass(trainer: Trainer, step: int, batch: Sequence[int]) -> Gr
         named, example_of, trainer._reduce_engine(), trainer.max_gradient_chars
     )
     return record
+
+
+BACKWARD_MODES = ("per_op", "fused")
+
+
+def check_backward_mode(mode: object) -> str:
+    """Trainer(backward=): "per_op" (one critic call per op) or "fused" (one per example)."""
+    if mode not in BACKWARD_MODES:
+        raise ArgumentError(
+            f"backward must be one of {', '.join(repr(m) for m in BACKWARD_MODES)}, got "
+            f'{mode!r}: "per_op" asks one critic call per op, "fused" one per example'
+        )
+    return str(mode)
 
 
 def gradients_of(named: dict[str, Variable]) -> dict[str, list[Gradient]]:

@@ -76,7 +76,12 @@ from textgraph.train.callbacks import (
     notify_start,
     notify_step,
 )
-from textgraph.train.gradients import GradientPass, gradient_pass, gradients_of
+from textgraph.train.gradients import (
+    GradientPass,
+    check_backward_mode,
+    gradient_pass,
+    gradients_of,
+)
 from textgraph.train.observer import RunObserver
 from textgraph.train.progress import RunProgress
 from textgraph.train.speculation import Speculation, StepLocal
@@ -151,6 +156,7 @@ class Trainer:
         max_gradient_chars: int = 6000,
         reduce_engine: Engine | None = None,
         backward_engine: Engine | None = None,
+        backward: str = "per_op",
         engine: Engine | None = None,
         critic_engine: Engine | None = None,
         max_chars: int | dict[str, int] | None = None,
@@ -239,6 +245,7 @@ class Trainer:
         self.failures_only, self.keep_passing = failures_only, keep_passing
         self.max_gradient_chars, self.reduce_engine = max_gradient_chars, reduce_engine
         self.backward_engine = backward_engine or critic_engine
+        self.backward = check_backward_mode(backward)
         self.engine, self.critic_engine = engine, critic_engine
         self.max_chars, self.reject_copies = max_chars, reject_copies
         self.max_concurrency, self.progress = max_concurrency, progress
@@ -536,9 +543,7 @@ class Trainer:
             if step in self._discarded:
                 proposal.ctx.notes.append(self._discarded.pop(step))
         if self.speculative and step < self.max_steps:
-            self._finished_before_speculation = getattr(
-                self.optimizer, "finished", lambda: None
-            )()
+            self._finished_before_speculation = getattr(self.optimizer, "finished", lambda: None)()
             base = values_id(module_values(self.module))
             self._speculation = Speculation.start(
                 step + 1, base, self.optimizer, self._speculate(step + 1, state, best)
@@ -722,7 +727,7 @@ class Trainer:
             reduced=grad.reduced,
             candidates=list(records.values()),
             optimizer=optimizer_name(self.optimizer),
-            notes=ctx.notes,
+            notes=[*ctx.notes, *(n for p in passes for n in p.notes)],
             current=state.current_id,
             val_score=val_score,
             best_score=state.best_score,
@@ -1130,6 +1135,7 @@ class Trainer:
             "patience": self.patience,
             "failures_only": self.failures_only,
             "max_gradient_chars": self.max_gradient_chars,
+            **({"backward": self.backward} if self.backward != "per_op" else {}),  # old runs resume
             "max_chars": self.max_chars,
             "reject_copies": self.reject_copies,
             **self._new_settings(),
