@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import re
 import signal
 import sys
@@ -77,6 +78,9 @@ INSTRUCTION = (
     "Route the support ticket to the team that should handle it: billing, "
     "account, technical or shipping. Answer with the team name alone."
 )
+_PLANTED = re.compile(r"PLANTED ACC=([0-9.]+)")
+_PLANTED_QUESTION = re.compile(r"^Question (\d+): what is")
+WHOLE_RUN_ACCURACIES = (0.0, 0.1, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
 _TICKET = re.compile(r"Ticket \d+: [^\n]*")
 _MIPRO_PROPOSAL = "Style tip:"  # in textgraph's prompts/mipro_instruction_user.txt
 # The Pareto bench's task (bench/pareto.py): rules an instruction can learn from feedback.
@@ -165,9 +169,37 @@ def _pareto_backward(text: str) -> str:
     return "The instruction lacks a rule this ticket needs. Add: " + " ".join(rules)
 
 
+def planted_reply(request: ChatRequest, digest: str) -> str | None:
+    """The whole-run bench's world (bench/whole_run_textgrad.py): a prompt carrying
+    "PLANTED ACC=a" answers "Question i: what is i + i?" right when (37 i + 11) mod 100 <
+    100 a; a rewrite of such a prompt gets an accuracy drawn from WHOLE_RUN_ACCURACIES,
+    seeded by the rewrite request's text."""
+    text = request.prompt_text()
+    if _PLANTED.search(text) is None:
+        return None
+    if _MARKERS.search(text) or "<IMPROVED_VARIABLE>" in text:
+        acc = random.Random(digest).choice(WHOLE_RUN_ACCURACIES)
+        value = f"PLANTED ACC={acc} Answer the question with the number alone (v{digest})."
+        ours = _MARKERS.search(text)
+        parts = [f"<IMPROVED_VARIABLE>{value}</IMPROVED_VARIABLE>"]
+        if ours:
+            parts.append(f"{ours.group(1)}\n{value}\n{ours.group(2)}")
+        return "\n".join(parts)
+    system = "\n".join(m.content for m in request.messages[:-1])
+    planted = _PLANTED.search(system)
+    question = _PLANTED_QUESTION.search(request.messages[-1].content)
+    if planted is None or question is None:
+        return None
+    i = int(question.group(1))
+    return str(2 * i) if (i * 37 + 11) % 100 < 100 * float(planted.group(1)) else "no idea"
+
+
 def bench_reply(request: ChatRequest) -> str:
     text = request.prompt_text()
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    planted = planted_reply(request, digest)
+    if planted is not None:
+        return planted
     if _GEPA_REFLECTION in text:
         return f"```\n{pareto_instruction(text)}\n```"
     ours = _MARKERS.search(text)
