@@ -71,31 +71,63 @@ def build_artifact(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         )
     config = run.read_config()
     values = dict(sorted(summary.final_parameters.items()))
+    project_file = run.path / PROJECT_RECORD
+    project = json.loads(project_file.read_text(encoding="utf-8")) if project_file.exists() else {}
+    return {
+        **_header(),
+        "run_id": sha256_text(run.config.read_text(encoding="utf-8"))[:12],
+        "module": config.get("module"),
+        "models": project.get("models", {}),
+        "optimizer": config.get("optimizer", {}).get("name"),
+        "candidate_id": summary.selected,
+        "parameters": _entries(values),
+        "sha256": parameters_hash(values),
+        "scores": _scores(run, summary.selected),
+    }
+
+
+def _entries(values: dict[str, str]) -> dict[str, Any]:
     parameters = {}
-    for name, value in values.items():
+    for name, value in sorted(values.items()):
         entry: dict[str, Any] = {"value": value, "sha256": sha256_text(value), "kind": "text"}
         if is_demos_text(value):
             entry["kind"] = "demos"
             entry["demos"] = [d.model_dump(mode="json") for d in parse_demos(value)]
         parameters[name] = entry
-    project_file = run.path / PROJECT_RECORD
-    project = json.loads(project_file.read_text(encoding="utf-8")) if project_file.exists() else {}
+    return parameters
+
+
+def _header() -> dict[str, Any]:
     from textgraph import __version__
 
     return {
         "format": ARTIFACT_FORMAT,
         "version": ARTIFACT_VERSION,
         "textgraph_version": __version__,
-        "run_id": sha256_text(run.config.read_text(encoding="utf-8"))[:12],
         "created": _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
-        "module": config.get("module"),
-        "models": project.get("models", {}),
-        "optimizer": config.get("optimizer", {}).get("name"),
-        "candidate_id": summary.selected,
-        "parameters": parameters,
-        "sha256": parameters_hash(values),
-        "scores": _scores(run, summary.selected),
     }
+
+
+def save_prompts(
+    module: Any, path: str | os.PathLike[str], *, models: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Freeze a module's current values (no run: the first deployment, a hand edit)."""
+    from textgraph.candidate import module_values
+
+    values = {k: str(v) for k, v in sorted(module_values(module).items())}
+    artifact = {
+        **_header(),
+        "run_id": None,
+        "module": type(module).__qualname__,
+        "models": models or {},
+        "optimizer": None,
+        "candidate_id": None,
+        "parameters": _entries(values),
+        "sha256": parameters_hash(values),
+        "scores": {},
+    }
+    atomic_write_text(Path(path), json.dumps(artifact, indent=2, ensure_ascii=False) + "\n")
+    return artifact
 
 
 def export_run(
