@@ -8,6 +8,7 @@ requires a gradient; an optimizer rewrites those variables.
 import logging
 
 from textgraph import compression, engines, optim, report
+from textgraph.artifact import export_run, load_prompts, save_prompts
 from textgraph.candidate import Candidate
 from textgraph.compression import compress
 from textgraph.demos import Demo, Demos
@@ -133,13 +134,16 @@ __all__ = [
     "engines",
     "evaluate",
     "example_metric_loss",
+    "export_run",
     "function",
     "get_engine",
     "graph",
+    "load_prompts",
     "op",
     "optim",
     "report",
     "retrieved",
+    "save_prompts",
     "show",
     "sum",
     "to_dot",

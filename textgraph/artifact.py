@@ -38,23 +38,23 @@ def parameters_hash(values: dict[str, str]) -> str:
 
 
 def _scores(run: RunDir, candidate_id: str | None) -> dict[str, Any]:
-    """Mean, 95% CI and per-example scores of the selected candidate on each split it was
-    evaluated on in full (the last such evaluation)."""
-    out: dict[str, Any] = {}
-    if candidate_id is None:
-        return out
+    """Mean, 95% CI and per-example scores of the selected candidate on each split, one
+    score per distinct example (the evaluation records store each example once per
+    candidate: later records add the examples earlier ones did not run)."""
+    by_split: dict[str, dict[str, Any]] = {}
     for record in run.read_evaluations():
-        if record.candidate_id != candidate_id:
-            continue
-        scores = [0.0 if o.error or o.score is None else o.score for o in record.outcomes]
-        if not scores:
-            continue
+        if record.candidate_id == candidate_id:
+            pairs = zip(record.example_keys, record.outcomes, strict=True)
+            by_split.setdefault(record.split, {}).update(pairs)
+    out: dict[str, Any] = {}
+    for split, outcomes in by_split.items():
+        scores = [0.0 if o.error or o.score is None else o.score for o in outcomes.values()]
         ci = mean_ci(scores)
-        out[record.split] = {
+        out[split] = {
             "n": len(scores),
             "mean": sum(scores) / len(scores),
             "ci": list(ci) if ci else None,
-            "n_failed": sum(o.error is not None for o in record.outcomes),
+            "n_failed": sum(o.error is not None for o in outcomes.values()),
             "scores": scores,
         }
     return out
