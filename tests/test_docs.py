@@ -62,3 +62,7 @@ def test_instruction_search_page_runs_as_written(capsys):
 
 def test_compression_page_runs_as_written(capsys):
     run_page("compression.md", capsys)
+
+
+def test_ci_page_runs_as_written(capsys):
+    run_page("ci.md", capsys)
