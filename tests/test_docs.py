@@ -92,3 +92,7 @@ def test_tracking_page_runs_as_written(capsys, monkeypatch, tmp_path):
 
 def test_fused_backward_page_runs_as_written(capsys):
     run_page("fused-backward.md", capsys)
+
+
+def test_ci_page_runs_as_written(capsys):
+    run_page("ci.md", capsys)

@@ -8,6 +8,7 @@ requires a gradient; an optimizer rewrites those variables.
 import logging
 
 from textgraph import compression, engines, integrations, optim, report
+from textgraph.artifact import export_run, load_prompts, save_prompts
 from textgraph.candidate import Candidate
 from textgraph.compression import compress
 from textgraph.demos import Demo, Demos
@@ -148,14 +149,17 @@ __all__ = [
     "engines",
     "evaluate",
     "example_metric_loss",
+    "export_run",
     "function",
     "get_engine",
     "graph",
     "integrations",
+    "load_prompts",
     "op",
     "optim",
     "report",
     "retrieved",
+    "save_prompts",
     "set_backward_engine",
     "show",
     "sum",

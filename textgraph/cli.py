@@ -18,7 +18,7 @@ from typing import Any
 
 from textgraph import __version__
 from textgraph._entry import run_command
-from textgraph.errors import ArgumentError
+from textgraph.errors import ArgumentError, ConfigurationError
 from textgraph.examples._common import example_main
 
 DEMO_TASKS = ("support-routing", "object-counting")
@@ -103,6 +103,10 @@ def _run(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import json
 
+    if args.config is not None or args.target is None:
+        return _project_eval(args)
+    if args.data is None:
+        raise ArgumentError("textgraph eval TARGET needs --data FILE (or use --config FILE)")
     from rich.console import Console
     from rich.table import Table
 
@@ -266,6 +270,166 @@ def _compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _project_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", help="project file (default ./textgraph.toml, else ./pyproject.toml)"
+    )
+
+
+def _project_eval(args: argparse.Namespace) -> int:
+    from textgraph.project import load_project
+    from textgraph.release import score
+
+    project = load_project(args.config)
+    split = args.split or "test"
+    scored = score(project, args.artifact, split, repeats=args.repeats)
+    means = [r.gate_mean() for r in scored.results]
+    from textgraph.eval.stats import mean_ci
+
+    per_example = [
+        sum(0.0 if row[i] is None else row[i] for row in scored.matrix) / len(scored.matrix)
+        for i in range(len(scored.matrix[0]))
+    ]
+    ci = mean_ci(per_example)
+    summary = {
+        "artifact": scored.label,
+        "split": split,
+        "repeats": args.repeats,
+        "n": len(per_example),
+        "mean": sum(per_example) / len(per_example),
+        "ci": list(ci) if ci else None,
+        "repeat_means": means,
+        **scored.objectives(),
+        "repeat_results": [r.to_json() for r in scored.results],
+    }
+    low, high = summary["ci"] or (float("nan"), float("nan"))
+    print(
+        f"{scored.label} on {split}: mean {summary['mean']:.3f} [{low:.3f}, {high:.3f}] over "
+        f"{summary['n']} examples x {args.repeats} repeat(s); failed {summary['n_failed']}"
+    )
+    from textgraph._io import atomic_write_text
+
+    output = Path(args.output or f"eval.{split}.json")
+    atomic_write_text(output, json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {output}")
+    return 0
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from textgraph.project import load_project
+    from textgraph.release import optimize
+
+    project = load_project(args.config)
+    callbacks = None
+    if args.mlflow:
+        try:
+            from textgraph.integrations.mlflow import MLflowCallback
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"--mlflow needs textgraph's MLflow integration and mlflow ({exc}); install "
+                "it with: pip install 'textgraph[mlflow]'"
+            ) from None
+        callbacks = [MLflowCallback()]
+    result = optimize(project, resume=not args.fresh, callbacks=callbacks)
+    print(
+        f"stopped: {result.stopped}; best val {result.best_val_score}; test "
+        f"{result.test_score}; run dir {project.path(project.train.run_dir)}"
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from textgraph.artifact import export_run
+
+    artifact = export_run(args.run_dir, args.output)
+    scores = ", ".join(
+        f"{split} {entry['mean']:.3f}" for split, entry in artifact["scores"].items()
+    )
+    print(
+        f"wrote {args.output}: {len(artifact['parameters'])} parameter(s); {scores or 'no scores'}"
+    )
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """Exit codes: promote (or stable) 0, keep (or degraded) 1, error 2, inconclusive 3."""
+    from textgraph.eval.compare import EXIT_ERROR
+
+    outcome: dict[str, int] = {}
+
+    def decide(a: argparse.Namespace) -> int:
+        outcome["code"] = _compare_run(a)
+        return 0
+
+    status = run_command(decide, args, debug=args.debug)
+    if status == 0:
+        return outcome["code"]
+    return EXIT_ERROR if status == 1 else status
+
+
+def _compare_run(args: argparse.Namespace) -> int:
+    from textgraph._io import atomic_write_text
+    from textgraph.project import load_project
+
+    project = load_project(args.config)
+    out = Path(args.output_dir)
+    if args.drift is not None:
+        from textgraph.artifact import read_artifact
+        from textgraph.datasets import load_examples
+        from textgraph.eval.compare import drift_scores
+        from textgraph.release import score
+
+        recorded = read_artifact(args.baseline)["scores"].get(args.split, {}).get("scores")
+        if not recorded:
+            raise ArgumentError(
+                f"{args.baseline} has no recorded per-example {args.split!r} scores to compare "
+                "against; export it from a run that scored that split"
+            )
+        fresh = score(
+            project,
+            args.baseline,
+            args.split,
+            repeats=args.repeats,
+            examples=load_examples(args.drift),
+        )
+        drift = drift_scores(recorded, fresh.matrix, alpha=args.alpha, min_delta=args.min_delta)
+        payload, text = (
+            drift.to_json(),
+            (
+                f"## Drift check: **{drift.decision}**\n\n{drift.reason}\n\n"
+                f"Recorded {args.split} mean {drift.recorded_mean:.3f} "
+                f"(n={drift.n_recorded}); fresh mean {drift.fresh_mean:.3f} "
+                f"(n={drift.n_fresh}); change "
+                f"{drift.mean_difference:+.3f}, interval [{drift.difference_ci[0]:+.3f}, "
+                f"{drift.difference_ci[1]:+.3f}], one-sided permutation p = {drift.p_value:.4g}.\n"
+            ),
+        )
+        decision, code = drift.decision, drift.exit_code
+    else:
+        from textgraph.release import compare, comparison_json, comparison_markdown
+
+        if args.candidate is None:
+            raise ArgumentError("compare needs BASELINE and CANDIDATE (or --drift FRESH.jsonl)")
+        result, base, cand = compare(
+            project,
+            args.baseline,
+            args.candidate,
+            args.split,
+            repeats=args.repeats,
+            alpha=args.alpha,
+            min_delta=args.min_delta,
+        )
+        payload = comparison_json(result, base, cand)
+        text = comparison_markdown(result, base, cand)
+        decision, code = result.decision, result.exit_code
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "compare.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out / "compare.md", text)
+    print(f"{decision}: {payload['reason']}")
+    print(f"wrote {out / 'compare.json'} and {out / 'compare.md'}")
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="textgraph",
@@ -306,9 +470,18 @@ def build_parser() -> argparse.ArgumentParser:
         "returns a tg.Evaluator or a (program, metric) pair. Every example runs "
         "concurrently; prints a table and writes per-example JSON.",
     )
-    evaluate.add_argument("target", help="SCRIPT.py:FUNC or package.module:FUNC")
-    evaluate.add_argument("--data", required=True, help="a .jsonl file, or .json (list or splits)")
-    evaluate.add_argument("--split", help="which split of a JSON file of splits")
+    evaluate.add_argument(
+        "target", nargs="?", help="SCRIPT.py:FUNC or package.module:FUNC (or use --config)"
+    )
+    evaluate.add_argument("--data", help="a .jsonl file, or .json (list or splits)")
+    evaluate.add_argument(
+        "--split", help="which split of a JSON file of splits; with --config: train, val or test"
+    )
+    _project_options(evaluate)
+    evaluate.add_argument("--artifact", help="with --config: apply this prompts.json first")
+    evaluate.add_argument(
+        "--repeats", type=int, default=1, help="with --config: score N times, distinct salts"
+    )
     evaluate.add_argument("--model", help="model string passed to FUNC as model=")
     evaluate.add_argument("--limit", type=int, help="only the first N examples")
     evaluate.add_argument("--max-concurrency", type=int, help="examples in flight at once")
@@ -317,6 +490,45 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", help="JSON file to write (default DATA[.SPLIT].eval.json)"
     )
     evaluate.set_defaults(handler=_eval)
+
+    opt = commands.add_parser(
+        "optimize",
+        help="run the project file's optimization into its run directory (resumes it)",
+        description="Build the program, data, engines and optimizer of textgraph.toml and fit; "
+        "an unfinished run in [train] run_dir is resumed, a finished one returns its result.",
+    )
+    _project_options(opt)
+    opt.add_argument("--fresh", action="store_true", help="do not resume: start a new run")
+    opt.add_argument("--mlflow", action="store_true", help="log the run to MLflow")
+    opt.set_defaults(handler=_optimize)
+
+    export = commands.add_parser(
+        "export",
+        help="freeze a finished run's prompts into a JSON artifact (tg.load_prompts reads it)",
+    )
+    export.add_argument("run_dir")
+    export.add_argument("-o", "--output", default="prompts.json", help="file to write")
+    export.set_defaults(handler=_export)
+
+    cmp = commands.add_parser(
+        "compare",
+        help="paired statistical comparison of two artifacts; exit 0 promote, 1 keep, "
+        "2 error, 3 inconclusive",
+        description="Apply each artifact to the project's program, score both on the same "
+        "examples (repeats with distinct cache salts), and decide with a paired test. "
+        "With --drift FRESH.jsonl: compare BASELINE's recorded scores with a fresh sample "
+        "(exit 0 stable, 1 degraded, 3 inconclusive). Writes compare.json and compare.md.",
+    )
+    cmp.add_argument("baseline", help="the deployed prompts.json")
+    cmp.add_argument("candidate", nargs="?", help="the challenger prompts.json")
+    _project_options(cmp)
+    cmp.add_argument("--split", default="test", help="train, val or test (default test)")
+    cmp.add_argument("--repeats", type=int, default=1, help="score each artifact N times")
+    cmp.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    cmp.add_argument("--min-delta", type=float, default=0.0, help="smallest gain worth a change")
+    cmp.add_argument("--drift", metavar="FRESH.jsonl", help="drift check on a fresh sample")
+    cmp.add_argument("--output-dir", default=".", help="where compare.json and .md go")
+    cmp.set_defaults(handler=_compare)
 
     show = commands.add_parser(
         "show",
