@@ -249,3 +249,38 @@ def test_without_a_uri_the_callback_follows_mlflow_tracking_uri(tmp_path, store,
     assert "textgraph.run_dir" not in run.data.tags
     files = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert files == {"best_parameters.json", "candidates.json"}  # no run dir, no report
+
+
+def test_optimize_with_mlflow_logs_the_run_and_its_exported_artifact(tmp_path, monkeypatch):
+    """`textgraph optimize --mlflow` on the CI example project, read back from sqlite."""
+    import shutil
+
+    pytest.importorskip("mlflow", reason='MLflow is not installed: pip install "textgraph[mlflow]"')
+    from mlflow.tracking import MlflowClient
+
+    from textgraph.cli import main
+
+    example = ROOT / "examples" / "ci"
+    shutil.copytree(example, tmp_path / "p", ignore=shutil.ignore_patterns("runs", "out"))
+    monkeypatch.chdir(tmp_path / "p")
+    monkeypatch.setenv("PROMPTS_MODEL", "scripted")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    assert main(["optimize", "--config", "textgraph.toml", "--mlflow"]) == 0
+    client = MlflowClient(tracking_uri=uri)
+    [experiment] = [e for e in client.search_experiments() if e.name != "Default"] or (
+        client.search_experiments()
+    )
+    [run] = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    steps = RunDir(tmp_path / "p" / "runs" / "latest").read_steps()
+    history = client.get_metric_history(run.info.run_id, "calls")
+    assert [m.value for m in history] == [s.calls for s in steps]
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"prompts.json", "report.html"} <= names
+    local = client.download_artifacts(run.info.run_id, "prompts.json", str(tmp_path / "dl"))
+    artifact = json.loads(Path(local).read_text())
+    exported = tg.export_run(tmp_path / "p" / "runs" / "latest", tmp_path / "exported.json")
+    assert artifact["parameters"] == exported["parameters"]

@@ -163,6 +163,10 @@ class MLflowCallback(Callback):
                 for name in ("summary.json", "config.json"):
                     if (run_dir / name).exists():
                         self.client.log_artifact(run_id, str(run_dir / name), "run")
+                from textgraph.artifact import export_run  # what `textgraph export` writes
+
+                export_run(run_dir, Path(tmp) / "prompts.json")
+                self.client.log_artifact(run_id, str(Path(tmp) / "prompts.json"))
                 if self.log_report:
                     from textgraph.report.html import write_report
 
