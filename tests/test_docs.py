@@ -71,3 +71,7 @@ def test_coming_from_textgrad_page_runs_as_written(capsys):
         run_page("coming-from-textgrad.md", capsys)
     finally:
         context.reset_configuration()
+
+
+def test_coming_from_dspy_page_runs_as_written(capsys):
+    run_page("coming-from-dspy.md", capsys)
