@@ -96,3 +96,7 @@ def test_fused_backward_page_runs_as_written(capsys):
 
 def test_ci_page_runs_as_written(capsys):
     run_page("ci.md", capsys)
+
+
+def test_coming_from_dspy_page_runs_as_written(capsys):
+    run_page("coming-from-dspy.md", capsys)
