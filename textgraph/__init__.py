@@ -20,6 +20,7 @@ from textgraph.errors import (
     BudgetExceeded,
     CacheError,
     CallbackError,
+    ConductorError,
     ConfigurationError,
     ContentFiltered,
     EngineError,
@@ -62,6 +63,7 @@ from textgraph.ops import (
     retrieved,
     sum,
 )
+from textgraph.ops.meta import MetaPrompt
 from textgraph.ops.structured import StructuredLLMCall, StructuredVariable
 from textgraph.optim import TGD, Update
 from textgraph.report.terminal import show
@@ -94,6 +96,7 @@ __all__ = [
     "CodeTestLoss",
     "Compress",
     "Concat",
+    "ConductorError",
     "ConfigurationError",
     "ContentFiltered",
     "Demo",
@@ -114,6 +117,7 @@ __all__ = [
     "LLMCall",
     "Loss",
     "MalformedResponse",
+    "MetaPrompt",
     "MetricLoss",
     "Module",
     "MultiFieldEvaluation",
