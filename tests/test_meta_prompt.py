@@ -218,3 +218,32 @@ def test_one_tgd_step_improves_a_consulted_experts_instruction():
     assert expert.value == improved
     assert meta.experts["history"].value == HISTORY
     assert meta(problem()).value == "51"
+
+
+def test_the_example_improves_the_consulted_expert_on_its_simulated_model(capsys):
+    from textgraph.examples import meta_prompting
+
+    assert meta_prompting.main(["--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy before: 0% on 4 problems" in out
+    assert "step 1: 4 wrong answer(s) critiqued; accuracy after: 100%" in out
+    assert meta_prompting.EVERY_QUANTITY in " ".join(out.split())  # rich wraps lines
+
+
+def test_the_example_returns_measured_numbers_and_changes_only_the_arithmetic_expert():
+    import argparse
+
+    from rich.console import Console
+
+    from textgraph.examples import meta_prompting
+
+    parser = argparse.ArgumentParser()
+    meta_prompting.add_arguments(parser)
+    result = meta_prompting.run(parser.parse_args(["--steps", "2"]), Console(quiet=True))
+    assert (result["before"], result["after"]) == (0.0, 1.0)
+    assert [h["wrong"] for h in result["history"]] == [4, 0]
+    values = {name: p.value for name, p in result["meta"].named_parameters()}
+    text, _ = meta_prompting.EXPERTS["arithmetic"]
+    assert values["experts.arithmetic"] == f"{text} {meta_prompting.EVERY_QUANTITY}"
+    assert values["experts.editor"] == meta_prompting.EXPERTS["editor"][0]
+    assert values["conductor_prompt"] == load("meta_conductor")
