@@ -102,6 +102,17 @@ groups = [
         ["structured_format", "structured_field", "structured_reasoning", "structured_repair"],
     ),
     (
+        "Meta-prompting (tg.MetaPrompt)",
+        "`meta_conductor` is the conductor's default system prompt (an optimizable parameter; the decision's fields and JSON schema are appended as for any `tg.StructuredLLMCall`). Each round the conductor reads `meta_conductor_user`: the problem, each expert's name and role description (never its instructions), the consultations so far (one `meta_consultation` each) and `meta_rounds_left`, or `meta_last_round` once `max_rounds` consultations are used. Each expert is an `LLMCall` whose system prompt is its instructions and whose user message is only the conductor's question.",
+        [
+            "meta_conductor",
+            "meta_conductor_user",
+            "meta_consultation",
+            "meta_rounds_left",
+            "meta_last_round",
+        ],
+    ),
+    (
         "Repair turns",
         "Sent once when a reply cannot be parsed; the model's bad reply stays in the conversation so it can see what went wrong.",
         ["repair_json", "repair_delimited"],

@@ -72,6 +72,10 @@ def test_structured_outputs_page_runs_as_written(capsys):
     run_page("structured-outputs.md", capsys)
 
 
+def test_meta_prompting_page_runs_as_written(capsys):
+    run_page("meta-prompting.md", capsys)
+
+
 def test_coming_from_textgrad_page_runs_as_written(capsys):
     from textgraph.engines import context
 

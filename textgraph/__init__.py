@@ -21,6 +21,7 @@ from textgraph.errors import (
     BudgetExceeded,
     CacheError,
     CallbackError,
+    ConductorError,
     ConfigurationError,
     ContentFiltered,
     EngineError,
@@ -63,6 +64,7 @@ from textgraph.ops import (
     retrieved,
     sum,
 )
+from textgraph.ops.meta import MetaPrompt
 from textgraph.ops.structured import StructuredLLMCall, StructuredVariable
 from textgraph.optim import TGD, Update
 from textgraph.report.terminal import show
@@ -95,6 +97,7 @@ __all__ = [
     "CodeTestLoss",
     "Compress",
     "Concat",
+    "ConductorError",
     "ConfigurationError",
     "ContentFiltered",
     "Demo",
@@ -115,6 +118,7 @@ __all__ = [
     "LLMCall",
     "Loss",
     "MalformedResponse",
+    "MetaPrompt",
     "MetricLoss",
     "Module",
     "MultiFieldEvaluation",

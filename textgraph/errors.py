@@ -45,6 +45,11 @@ class StructuredOutputError(ParseError):
         self.problem = problem
 
 
+class ConductorError(ParseError):
+    """A MetaPrompt conductor's decision cannot be carried out: it named an expert that does
+    not exist, left out the expert or question, or kept consulting after its last round."""
+
+
 class StateDictError(TextgraphError, ValueError):
     """A state dict or saved file does not match the module it is loaded into."""
 

@@ -1,0 +1,1 @@
+../textgraph/examples/meta_prompting.py

@@ -1,0 +1,249 @@
+"""tg.MetaPrompt: the conductor routes to the named expert with its question, reads the
+transcript, is held to max_rounds, and backward reaches the conductor's and the consulted
+experts' instructions (only those), so TGD can improve an expert."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import textgraph as tg
+from textgraph.engines import ScriptedEngine
+from textgraph.prompts import load
+
+from .conftest import by_purpose
+
+ARITHMETIC = "You are an expert in arithmetic. Compute exactly."
+HISTORY = "You are an expert historian."
+
+
+def consult(expert: str, question: str) -> str:
+    return json.dumps({"action": "consult", "expert": expert, "question": question, "answer": ""})
+
+
+def final(answer: str) -> str:
+    return json.dumps({"action": "final", "expert": "", "question": "", "answer": answer})
+
+
+def experts() -> dict[str, tg.Variable]:
+    return {
+        "arithmetic": tg.Variable(
+            ARITHMETIC, role_description="instructions of the arithmetic expert", requires_grad=True
+        ),
+        "history": tg.Variable(
+            HISTORY, role_description="instructions of the history expert", requires_grad=True
+        ),
+    }
+
+
+def is_conductor(request) -> bool:
+    return request.messages[0].content.startswith(load("meta_conductor"))
+
+
+def world(conductor, expert_reply=lambda request: "51", **overrides):
+    """Forward requests go to the scripted conductor or experts; the rest by purpose."""
+
+    def forward(request):
+        return conductor(request) if is_conductor(request) else expert_reply(request)
+
+    return ScriptedEngine(by_purpose(forward=forward, **overrides))
+
+
+def one_consultation(request) -> str:
+    if "Consultation 1:" in request.messages[-1].content:
+        return final("51")
+    return consult("arithmetic", "What is 17 * 3?")
+
+
+PROBLEM = "A crate holds 17 rows of 3 apples. How many apples?"
+
+
+def problem() -> tg.Variable:
+    return tg.Variable(PROBLEM, role_description="word problem")
+
+
+def test_the_conductor_routes_the_asked_question_to_the_named_expert():
+    engine = world(one_consultation)
+    meta = tg.MetaPrompt(engine, experts(), max_rounds=3)
+    answer = meta(problem())
+    assert answer.value == "51"
+    forward = [c.request for c in engine.calls]
+    assert [is_conductor(r) for r in forward] == [True, False, True]
+    expert = forward[1]
+    assert expert.messages[0].content == ARITHMETIC
+    assert expert.messages[-1].content == "What is 17 * 3?"
+    assert expert.response_format is None  # the expert answers in free text
+    assert forward[0].response_format.name == "Decision"
+    first = forward[0].messages[-1].content
+    assert PROBLEM in first and "(none yet)" in first
+    assert "- arithmetic: instructions of the arithmetic expert" in first
+    assert "3 more time(s)" in first
+
+
+def test_the_transcript_of_consultations_reaches_the_conductor():
+    answers = iter(["51", "1066"])
+    replies = iter(
+        [
+            consult("arithmetic", "What is 17 * 3?"),
+            consult("history", "When was Hastings?"),
+            final("51"),
+        ]
+    )
+    engine = world(lambda r: next(replies), expert_reply=lambda r: next(answers))
+    tg.MetaPrompt(engine, experts())(problem())
+    conductor = [c.request.messages[-1].content for c in engine.calls if is_conductor(c.request)]
+    assert len(conductor) == 3
+    second, third = conductor[1], conductor[2]
+    assert 'Consultation 1: you asked the expert "arithmetic":\nWhat is 17 * 3?' in second
+    assert "The expert replied:\n51" in second and "Consultation 2" not in second
+    assert third.index("Consultation 1") < third.index("Consultation 2") < third.index("1066")
+    assert 'the expert "history":\nWhen was Hastings?' in third
+    assert "1 more time(s)" in third
+
+
+def test_max_rounds_makes_the_last_round_final_and_a_further_consultation_is_an_error():
+    engine = world(lambda r: consult("arithmetic", "What is 17 * 3?"))
+    meta = tg.MetaPrompt(engine, experts(), max_rounds=2)
+    with pytest.raises(tg.ConductorError, match=r"after its 2 consultation\(s\)"):
+        meta(problem())
+    conductor = [c.request.messages[-1].content for c in engine.calls if is_conductor(c.request)]
+    experts_called = [c for c in engine.calls if not is_conductor(c.request)]
+    assert len(conductor) == 3 and len(experts_called) == 2
+    assert "2 more time(s)" in conductor[0] and "1 more time(s)" in conductor[1]
+    assert "No consultations remain" in conductor[2]
+    assert "No consultations remain" not in conductor[1]
+
+
+def test_the_last_round_may_answer():
+    replies = iter([consult("arithmetic", "What is 17 * 3?"), final("51")])
+    engine = world(lambda r: next(replies))
+    answer = tg.MetaPrompt(engine, experts(), max_rounds=1)(problem())
+    assert answer.value == "51"
+    assert "No consultations remain" in engine.calls[-1].request.messages[-1].content
+
+
+def test_an_unknown_expert_is_a_typed_error_naming_the_experts():
+    engine = world(lambda r: consult("physicist", "What is g?"))
+    with pytest.raises(tg.ConductorError, match=r"'physicist'.*\['arithmetic', 'history'\]"):
+        tg.MetaPrompt(engine, experts())(problem())
+    assert len(engine.calls) == 1  # no expert was called
+
+
+def test_a_consultation_without_a_question_or_an_empty_answer_is_a_typed_error():
+    engine = world(lambda r: consult("arithmetic", "  "))
+    with pytest.raises(tg.ConductorError, match="without a question"):
+        tg.MetaPrompt(engine, experts())(problem())
+    engine = world(lambda r: final(""))
+    with pytest.raises(tg.ConductorError, match="empty final answer"):
+        tg.MetaPrompt(engine, experts())(problem())
+
+
+def test_a_reply_that_is_not_a_decision_is_repaired_once_then_a_typed_error():
+    engine = ScriptedEngine(lambda r: "I think we should ask the mathematician.", raw=True)
+    with pytest.raises(tg.StructuredOutputError):
+        tg.MetaPrompt(engine, experts())(problem())
+    assert len(engine.calls) == 2
+
+
+def test_bad_arguments_are_typed_errors():
+    engine = world(one_consultation)
+    with pytest.raises(tg.ArgumentError, match="empty"):
+        tg.MetaPrompt(engine, {})
+    with pytest.raises(tg.ArgumentError, match=r"must be a tg\.Variable"):
+        tg.MetaPrompt(engine, {"arithmetic": ARITHMETIC})
+    with pytest.raises(tg.ArgumentError, match="dict name"):
+        tg.MetaPrompt(engine, [experts()["arithmetic"]])
+    for rounds in (0, -1, 1.5, True):
+        with pytest.raises(tg.ArgumentError, match="max_rounds"):
+            tg.MetaPrompt(engine, experts(), max_rounds=rounds)
+    with pytest.raises(tg.ArgumentError, match="conductor_prompt"):
+        tg.MetaPrompt(engine, experts(), conductor_prompt=3)
+    with pytest.raises(tg.ArgumentError, match="engine"):
+        tg.MetaPrompt(object(), experts())
+    with pytest.raises(tg.ArgumentError, match="MetaPrompt problem"):
+        tg.MetaPrompt(engine, experts())(PROBLEM)
+
+
+def test_parameters_are_the_conductor_and_every_expert_and_a_str_prompt_is_one():
+    meta = tg.MetaPrompt(world(one_consultation), experts(), conductor_prompt="Be a conductor.")
+    names = [name for name, _ in meta.named_parameters()]
+    assert names == ["conductor_prompt", "experts.arithmetic", "experts.history"]
+    assert meta.conductor_prompt.value == "Be a conductor." and meta.conductor_prompt.requires_grad
+    assert tg.MetaPrompt(world(one_consultation), experts()).conductor_prompt.value == load(
+        "meta_conductor"
+    )
+
+
+def test_backward_reaches_the_conductor_and_consulted_experts_only():
+    engine = world(one_consultation)
+    meta = tg.MetaPrompt(engine, experts())
+    answer = meta(problem())
+    tg.TextLoss("Judge whether the answer is right.", engine=engine)(answer).backward()
+    got = {name: len(p.gradients) for name, p in meta.named_parameters()}
+    assert got["conductor_prompt"] >= 1 and got["experts.arithmetic"] >= 1
+    assert got["experts.history"] == 0
+    # the expert's critique came through its own call, whose context shows its question
+    contexts = [g.context or "" for g in meta.experts["arithmetic"].gradients]
+    assert any("What is 17 * 3?" in c for c in contexts)
+
+
+def test_one_tgd_step_improves_a_consulted_experts_instruction():
+    """A scripted world: the arithmetic expert is right only when told to double-check."""
+
+    def expert_reply(request):
+        return "51" if "double-check" in request.messages[0].content else "41"
+
+    def conductor(request):
+        text = request.messages[-1].content
+        if "The expert replied:\n" in text:
+            return final(text.split("The expert replied:\n", 1)[1].split("\n", 1)[0])
+        return consult("arithmetic", "What is 17 * 3?")
+
+    improved = ARITHMETIC + " Always double-check each product."
+    engine = world(
+        conductor,
+        expert_reply=expert_reply,
+        loss="Wrong: 17 * 3 is 51, not 41.",
+        backward="The expert's instructions should make it double-check its products.",
+        optimizer=improved,
+    )
+    meta = tg.MetaPrompt(engine, experts())
+    assert meta(problem()).value == "41"
+    expert = meta.experts["arithmetic"]
+    optimizer = tg.TGD([expert], engine=engine)
+    answer = meta(problem())
+    tg.TextLoss("Is the answer 51?", engine=engine)(answer).backward()
+    optimizer.step()
+    assert expert.value == improved
+    assert meta.experts["history"].value == HISTORY
+    assert meta(problem()).value == "51"
+
+
+def test_the_example_improves_the_consulted_expert_on_its_simulated_model(capsys):
+    from textgraph.examples import meta_prompting
+
+    assert meta_prompting.main(["--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy before: 0% on 4 problems" in out
+    assert "step 1: 4 wrong answer(s) critiqued; accuracy after: 100%" in out
+    assert meta_prompting.EVERY_QUANTITY in " ".join(out.split())  # rich wraps lines
+
+
+def test_the_example_returns_measured_numbers_and_changes_only_the_arithmetic_expert():
+    import argparse
+
+    from rich.console import Console
+
+    from textgraph.examples import meta_prompting
+
+    parser = argparse.ArgumentParser()
+    meta_prompting.add_arguments(parser)
+    result = meta_prompting.run(parser.parse_args(["--steps", "2"]), Console(quiet=True))
+    assert (result["before"], result["after"]) == (0.0, 1.0)
+    assert [h["wrong"] for h in result["history"]] == [4, 0]
+    values = {name: p.value for name, p in result["meta"].named_parameters()}
+    text, _ = meta_prompting.EXPERTS["arithmetic"]
+    assert values["experts.arithmetic"] == f"{text} {meta_prompting.EVERY_QUANTITY}"
+    assert values["experts.editor"] == meta_prompting.EXPERTS["editor"][0]
+    assert values["conductor_prompt"] == load("meta_conductor")
