@@ -42,6 +42,7 @@ from textgraph.eval import EvalResult, Evaluator, Objective, Score, evaluate
 from textgraph.graph import ancestry, graph, to_dot, to_json, to_mermaid
 from textgraph.losses import (
     CodeTestLoss,
+    FusedTextLoss,
     Loss,
     MetricLoss,
     MultiFieldEvaluation,
@@ -111,6 +112,7 @@ __all__ = [
     "FitResult",
     "FormattedLLMCall",
     "FunctionOp",
+    "FusedTextLoss",
     "Gradient",
     "GraphError",
     "Hit",
