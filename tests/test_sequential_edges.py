@@ -9,6 +9,7 @@ import re
 import pytest
 
 import textgraph as tg
+from tests.test_sequential_validation import Listed, Probing
 from textgraph.engines import ScriptedEngine
 
 
@@ -19,36 +20,6 @@ class Program(tg.Module):
 
     async def aforward(self, example):
         return await self.call.acall(tg.Variable(example["question"], role_description="question"))
-
-
-class Listed(tg.optim.Optimizer):
-    allows_speculation = True
-
-    def __init__(self, *steps):
-        self.steps, self.taken = [s if isinstance(s, list) else [s] for s in steps], 0
-
-    async def propose(self, ctx):
-        if self.taken >= len(self.steps):
-            return []
-        self.taken += 1
-        return [ctx.current.with_values({"system": v}) for v in self.steps[self.taken - 1]]
-
-    def finished(self):
-        return "list exhausted" if self.taken >= len(self.steps) else None
-
-    def state_dict(self):
-        return {"taken": self.taken}
-
-    def load_state_dict(self, state):
-        self.taken = state["taken"]
-
-
-class Probing(Listed):
-    """Scores the incumbent on the batch before proposing: a proposal that makes calls."""
-
-    async def propose(self, ctx):
-        await ctx.evaluate(ctx.current, ctx.batch)
-        return await super().propose(ctx)
 
 
 def table_engine(table):

@@ -69,6 +69,9 @@ class Listed(tg.optim.Optimizer):
         batch = batch if isinstance(batch, list) else [batch]
         return [ctx.current.with_values({"system": v}, origin="listed") for v in batch]
 
+    def finished(self):
+        return "list exhausted" if self.taken >= len(self.steps) else None
+
     def state_dict(self):
         return {"taken": self.taken}
 
