@@ -371,3 +371,23 @@ def test_a_run_with_image_inputs_writes_no_bytes(tmp_path):
         assert b"SECRET-PIXELS" not in content and B64[20:80].encode() not in content, path
     traced = "".join(p.read_text() for p in files if p.suffix == ".jsonl")
     assert image().sha256[:12] in traced  # the trace says an image was there
+
+
+def test_a_structured_call_sends_a_lone_image_input_as_the_image():
+    from pydantic import BaseModel
+
+    class Total(BaseModel):
+        total: str
+
+    engine = ScriptedEngine(lambda r: '{"total": "12.50"}', vision=True)
+    out = tg.StructuredLLMCall(engine, Total, "Read the total.")(image())
+    assert out.parsed == Total(total="12.50")
+    assert engine.calls[0].images[0].data == PNG
+    assert engine.calls[0].request.messages[-1].content == image().value
+
+
+def test_an_op_with_no_place_for_an_image_refuses_it():
+    engine = ScriptedEngine(lambda r: "x", vision=True)
+    call = tg.LLMCall(engine)
+    with pytest.raises(tg.ArgumentError, match="does not place them in its user message"):
+        call._request(call._inputs(image()), "some other text")  # an op that drops the image
