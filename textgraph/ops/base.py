@@ -14,7 +14,7 @@ from typing import Any
 
 from textgraph._media import human_size
 from textgraph.engines.base import ChatRequest, Engine
-from textgraph.errors import ConfigurationError
+from textgraph.errors import ArgumentError, ConfigurationError
 from textgraph.image import Image
 from textgraph.prompts import fence, load, render_file
 from textgraph.structured import call_json, call_text
@@ -101,6 +101,18 @@ def shown(variable: Variable, elide: Variable | None) -> str:
         )
     render = getattr(variable, "render", None)  # tg.Demos: demonstrations as readable text
     return fence(render() if callable(render) else variable.value)
+
+
+def refuse_images(variables: tuple[Variable, ...], what: str) -> None:
+    """Ops that work on text refuse a tg.Image: its text is only a description, and
+    joining or searching that would quietly drop the image."""
+    for v in variables:
+        if isinstance(v, Image):
+            raise ArgumentError(
+                f"{what} works on text and got a tg.Image ({v.value}); its text is only a "
+                "description. Pass images to tg.LLMCall (alone or in a list of inputs) or as "
+                "a tg.FormattedLLMCall field, where the model receives the image itself"
+            )
 
 
 def distinct(variables: tuple[Variable, ...]) -> tuple[Variable, ...]:
