@@ -423,3 +423,14 @@ def test_text_ops_refuse_images_and_functions_get_the_image_itself():
         purpose="describe the image's size",
     )
     assert size(image(), question).value == "total? (image/png, 568 bytes)"
+
+
+def test_calls_with_images_are_not_mined_as_demonstrations():
+    from textgraph.ops.trace import record_op_calls
+
+    engine = ScriptedEngine(lambda r: "12.50", vision=True)
+    call = tg.LLMCall(engine, "Read the total.")
+    with record_op_calls() as calls:
+        call(tg.Variable("What is 2+2?", role_description="question"))
+        call(image())
+    assert [c.inputs for c in calls] == ["What is 2+2?"]  # a demo cannot carry the image

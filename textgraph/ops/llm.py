@@ -170,7 +170,8 @@ class _LLMOperation(Operation):
         engine = self._forward_engine()
         response = await call_engine(engine, self._request(inputs, user))
         node = Node(op=self, inputs=inputs, engine=engine, saved={"user_text": content_text(user)})
-        record(OpCall(op=self, inputs=received, output=response.text, demos=self.demos))
+        if isinstance(user, str):  # a demonstration holds text: calls with images are not mined
+            record(OpCall(op=self, inputs=received, output=response.text, demos=self.demos))
         return response.text, node
 
     def _forward_engine(self) -> Engine:
