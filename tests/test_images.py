@@ -434,3 +434,16 @@ def test_calls_with_images_are_not_mined_as_demonstrations():
         call(tg.Variable("What is 2+2?", role_description="question"))
         call(image())
     assert [c.inputs for c in calls] == ["What is 2+2?"]  # a demo cannot carry the image
+
+
+def test_image_bytes_echoed_in_a_provider_error_are_elided():
+    from textgraph.testing import Fault
+
+    with LLMTestServer(ScriptedEngine(lambda r: "x", vision=True)) as server:
+        server.inject(
+            Fault("status", status=400, message=f"Invalid image: data:image/png;base64,{B64}")
+        )
+        engine = tg.get_engine("openai/gpt-4o-mini", base_url=server.openai_base_url, cache=False)
+        with pytest.raises(tg.ProviderError, match="Invalid image: <data URI elided>") as caught:
+            tg.LLMCall(engine)(image())
+        assert B64[20:80] not in str(caught.value)
