@@ -447,3 +447,8 @@ def test_image_bytes_echoed_in_a_provider_error_are_elided():
         with pytest.raises(tg.ProviderError, match="Invalid image: <data URI elided>") as caught:
             tg.LLMCall(engine)(image())
         assert B64[20:80] not in str(caught.value)
+
+
+def test_an_image_cannot_be_a_system_prompt():
+    with pytest.raises(tg.ArgumentError, match="images in user messages only"):
+        tg.LLMCall(ScriptedEngine(lambda r: "x", vision=True), image())

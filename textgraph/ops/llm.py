@@ -60,6 +60,11 @@ def content_text(content: UserContent) -> str:
 
 
 def _system_variable(system_prompt: Variable | str | None) -> Variable | None:
+    if isinstance(system_prompt, Image):
+        raise ArgumentError(
+            "system_prompt cannot be a tg.Image: providers take images in user messages only; "
+            "pass the image as the call's input (or a FormattedLLMCall field)"
+        )
     if system_prompt is None or isinstance(system_prompt, Variable):
         return system_prompt
     if isinstance(system_prompt, str):
