@@ -40,6 +40,7 @@ groups = [
             "context_demos",
             "context_formatted_call",
             "context_field",
+            "context_image",
             "context_structured_call",
             "context_function",
             "context_retrieve",

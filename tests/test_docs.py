@@ -104,3 +104,7 @@ def test_ci_page_runs_as_written(capsys):
 
 def test_coming_from_dspy_page_runs_as_written(capsys):
     run_page("coming-from-dspy.md", capsys)
+
+
+def test_images_page_runs_as_written(capsys):
+    run_page("images.md", capsys)

@@ -28,6 +28,8 @@ from textgraph.errors import (
     EngineTimeout,
     EvaluationError,
     GraphError,
+    ImageError,
+    ImagesNotSupported,
     MalformedResponse,
     ParseError,
     ProviderError,
@@ -40,6 +42,7 @@ from textgraph.errors import (
 )
 from textgraph.eval import EvalResult, Evaluator, Objective, Score, evaluate
 from textgraph.graph import ancestry, graph, to_dot, to_json, to_mermaid
+from textgraph.image import Image
 from textgraph.losses import (
     CodeTestLoss,
     FusedTextLoss,
@@ -116,6 +119,9 @@ __all__ = [
     "Gradient",
     "GraphError",
     "Hit",
+    "Image",
+    "ImageError",
+    "ImagesNotSupported",
     "Index",
     "LLMCall",
     "Loss",

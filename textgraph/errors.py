@@ -120,3 +120,14 @@ class CacheError(ConfigurationError):
 
 class CallbackError(TextgraphError):
     """A Trainer callback raised; the message names the callback and the hook."""
+
+
+class ImageError(ArgumentError):
+    """An image cannot be used: the file is missing or empty, its bytes are not PNG, JPEG, GIF
+    or WEBP, its media type is not one of those, or it is larger than the size limit."""
+
+
+class ImagesNotSupported(ConfigurationError):
+    """A request carrying images was given to an engine that reads text only (the local
+    llama.cpp model, a ScriptedEngine without vision=True, a duck-typed engine that does not
+    declare `supports_images = True`). Nothing was sent."""

@@ -16,9 +16,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from textgraph.engines.checks import check_int
+from textgraph.engines.content import ContentPart, ImagePart, TextPart, parts_text
 from textgraph.engines.limits import ConcurrencyLimit
 from textgraph.engines.observe import observed
-from textgraph.errors import ArgumentError
+from textgraph.errors import ArgumentError, ImagesNotSupported
 
 # What a call is for: an open label. The built-ins below are what textgraph's own ops,
 # losses, backward and optimizers send; a new optimizer labels its calls with its own
@@ -38,10 +39,51 @@ PURPOSES: tuple[str, ...] = (
 
 
 class Message(BaseModel):
+    """One turn. `content` is its text; a user turn may instead be given as `parts` (text and
+    images in reading order), and then `content` is derived from them: the text with each
+    image as its one-line description, so whatever reads text never sees image bytes."""
+
     model_config = ConfigDict(frozen=True)
 
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str = ""
+    parts: tuple[ContentPart, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _content_from_parts(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("parts") and "content" not in values:
+            parts = tuple(
+                p if isinstance(p, (TextPart, ImagePart)) else _part(p) for p in values["parts"]
+            )
+            values = {**values, "parts": parts, "content": parts_text(parts)}
+        return values
+
+    @model_validator(mode="after")
+    def _check_parts(self) -> Message:
+        if not self.parts:
+            return self
+        if self.role != "user" and any(isinstance(p, ImagePart) for p in self.parts):
+            raise ValueError(
+                f"images go in user messages only (providers refuse them in {self.role} "
+                "messages); put the image in the user turn"
+            )
+        if self.content != parts_text(self.parts):
+            raise ValueError(
+                "a message given as parts derives its content from them; pass parts=... "
+                "without content=..."
+            )
+        return self
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        return tuple(p for p in self.parts if isinstance(p, ImagePart))
+
+
+def _part(value: Any) -> TextPart | ImagePart:
+    if isinstance(value, dict) and value.get("type") == "image":
+        return ImagePart.model_validate(value)
+    return TextPart.model_validate(value)
 
 
 class ResponseFormat(BaseModel):
@@ -88,8 +130,13 @@ class ChatRequest(BaseModel):
         return cls(messages=messages, **fields)
 
     def prompt_text(self) -> str:
-        """All message contents joined: what rules and token counts look at."""
+        """All message contents joined: what rules and token counts look at (an image is its
+        one-line description, never its bytes)."""
         return "\n\n".join(m.content for m in self.messages)
+
+    def images(self) -> tuple[ImagePart, ...]:
+        """Every image part of the request, in message order."""
+        return tuple(image for m in self.messages for image in m.images)
 
 
 class Usage(BaseModel):
@@ -120,6 +167,9 @@ class Engine(abc.ABC):
     """
 
     model_name: str = "engine"
+    # Whether requests with image parts may be sent here. Text-only by default: an engine
+    # that cannot read images refuses them (ImagesNotSupported) instead of dropping them.
+    supports_images: bool = False
 
     def __init__(self, *, max_concurrency: int | None = None) -> None:
         if max_concurrency is not None:
@@ -132,6 +182,7 @@ class Engine(abc.ABC):
 
     async def generate(self, request: ChatRequest) -> ChatResponse:
         check_request_text(request)
+        check_request_images(self, request)
         return await observed(request, lambda: self._limited(request), self.model_name)
 
     async def _limited(self, request: ChatRequest) -> ChatResponse:
@@ -184,6 +235,7 @@ async def call_engine(engine: Engine, request: ChatRequest) -> ChatResponse:
     if isinstance(engine, Engine):
         return await engine.generate(request)
     check_request_text(request)
+    check_request_images(engine, request)
     model = getattr(engine, "model_name", None)
     return await observed(
         request, lambda: engine.generate(request), model if isinstance(model, str) else None
@@ -215,6 +267,35 @@ def check_request_text(request: ChatRequest) -> None:
                 "decoded with errors='surrogateescape'. Clean the text first, e.g. "
                 "text.encode('utf-8', 'replace').decode('utf-8')"
             )
+
+
+# A rough prompt-token cost of one image for estimates made before a call (rate limits,
+# budget reservations): about what Anthropic and OpenAI charge for a 1-megapixel image.
+IMAGE_TOKEN_ESTIMATE = 1600
+
+
+def estimated_prompt_tokens(request: ChatRequest) -> int:
+    """About 4 characters per token, plus IMAGE_TOKEN_ESTIMATE per image."""
+    chars = sum(len(m.content) for m in request.messages)
+    return chars // 4 + IMAGE_TOKEN_ESTIMATE * len(request.images())
+
+
+def check_request_images(engine: object, request: ChatRequest) -> None:
+    """Refuse to send images to an engine that does not declare `supports_images = True`."""
+    images = request.images()
+    if not images or getattr(engine, "supports_images", False) is True:
+        return
+    while isinstance(getattr(engine, "inner", None), Engine):  # name the engine, not a wrapper
+        engine = engine.inner  # type: ignore[attr-defined]
+    name = getattr(engine, "model_name", None) or type(engine).__name__
+    raise ImagesNotSupported(
+        f"the {request.purpose} request carries {len(images)} image(s) "
+        f"({', '.join(i.description for i in images)}) but engine {type(engine).__name__} "
+        f"({name!r}) reads text only; nothing was sent. Use an engine that accepts images: "
+        "an OpenAI-compatible, Anthropic or Ollama engine with a vision model (e.g. "
+        "tg.get_engine('openai/gpt-4o-mini')), or in tests ScriptedEngine(..., vision=True). "
+        "A duck-typed engine that reads images declares supports_images = True"
+    )
 
 
 def is_engine(obj: object) -> bool:

@@ -1,7 +1,8 @@
 """On-disk response cache in SQLite (WAL mode), safe across processes.
 
 The key is the sha256 of the canonical request: provider, base_url, model,
-messages and every sampling/format parameter, plus an optional salt for
+messages (an image by its sha256 and media type, never its bytes) and every sampling/format
+parameter, plus an optional salt for
 deliberate resampling. Purpose, variable ids and metadata are not part of
 it (they do not change what a model returns). API keys are never stored.
 When the file grows past `max_bytes`, the least recently used rows go.
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from textgraph.engines.base import ChatRequest, ChatResponse
+from textgraph.engines.base import ChatRequest, ChatResponse, Message
 from textgraph.errors import CacheError
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
@@ -54,7 +55,7 @@ def request_key(
         "provider": provider,
         "base_url": base_url,
         "model": request.model or model,
-        "messages": [[m.role, m.content] for m in request.messages],
+        "messages": [_message_key(m) for m in request.messages],
         "temperature": request.temperature,
         "max_tokens": request.max_tokens,
         "stop": request.stop,
@@ -69,6 +70,14 @@ def request_key(
         canonical["engine"] = engine
     blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _message_key(message: Message) -> list[Any]:
+    """[role, content] as always; a message with parts adds each part's dump, which for an
+    image is its sha256, size and media type (the bytes themselves are never in a key)."""
+    if not message.parts:
+        return [message.role, message.content]
+    return [message.role, message.content, [p.model_dump() for p in message.parts]]
 
 
 COLUMNS = ("key", "response", "size", "created", "accessed")

@@ -29,7 +29,13 @@ from typing import Any
 import httpx
 import tenacity
 
-from textgraph.engines.base import LONE_SURROGATE, ChatRequest, ChatResponse, Engine
+from textgraph.engines.base import (
+    LONE_SURROGATE,
+    ChatRequest,
+    ChatResponse,
+    Engine,
+    estimated_prompt_tokens,
+)
 from textgraph.engines.checks import check_int, check_number, check_optional_int, split_base_url
 from textgraph.engines.limits import RateLimiter
 from textgraph.engines.redact import MIN_SECRET_LENGTH, redact
@@ -275,7 +281,17 @@ class HTTPEngine(Engine):
             ) from None
         latency = time.perf_counter() - started
         if raw.status_code >= 400:
-            raise self._status_error(raw)
+            error = self._status_error(raw)
+            images = request.images()
+            if images and error.status in (400, 413, 415, 422):
+                # A model without vision (or an image it refuses) fails the request: say so.
+                raise type(error)(
+                    f"{error} (the request carried {len(images)} image(s); if "
+                    f"{self.model_name!r} cannot read images, use a vision model or leave "
+                    "the image out)",
+                    status=error.status,
+                ) from None
+            raise error
         try:
             body = raw.json()
         except ValueError:
@@ -398,5 +414,5 @@ def _retry_after(headers: httpx.Headers) -> float | None:
 
 def _estimate_tokens(request: ChatRequest) -> int:
     """A cheap upper-ish estimate for rate limiting: ~4 characters per token."""
-    prompt = sum(len(m.content) for m in request.messages) // 4 + 1
+    prompt = estimated_prompt_tokens(request) + 1
     return prompt + (request.max_tokens or 0)

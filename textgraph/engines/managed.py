@@ -42,6 +42,11 @@ class ManagedEngine(Engine):
         self.provider = getattr(inner, "provider", type(inner).__name__)
         self.base_url = getattr(inner, "base_url", None)
 
+    @property
+    def supports_images(self) -> bool:  # type: ignore[override]
+        """What the wrapped engine says: the wrapper adds no reading of its own."""
+        return getattr(self.inner, "supports_images", False) is True
+
     def key(self, request: ChatRequest, *, with_base_url: bool = True) -> str:
         """Cache key of the request as sent; cassettes leave out where it was served from."""
         return request_key(

@@ -21,8 +21,22 @@ _ELIDED = re.compile(r"(?:\.{3}|\u2026|\*{3,})[A-Za-z0-9_\-]{2,}")
 _WORD = re.compile(r"[A-Za-z0-9_\-]")
 
 
+# Image bytes a provider echoes back in an error ("Invalid image: data:image/png;base64,...").
+_DATA_URI = re.compile(r"data:[\w.+-]+/[\w.+-]+;base64,[A-Za-z0-9+/=]*")
+_LONG_BASE64 = re.compile(r"[A-Za-z0-9+/]{100,}={0,2}")
+
+
+def elide_base64(text: str) -> str:
+    """Data URIs and runs of 100+ base64 characters (image bytes, never useful in a
+    message) become a short placeholder."""
+    text = _DATA_URI.sub("<data URI elided>", text)
+    return _LONG_BASE64.sub("<base64 elided>", text)
+
+
 def redact(text: str, *secrets: str | None) -> str:
-    """Replace each secret (and parts of it), and anything shaped like an API key, with ***."""
+    """Replace each secret (and parts of it), and anything shaped like an API key, with ***;
+    echoed image bytes (data URIs, long base64) are elided too."""
+    text = elide_base64(text)
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         if len(secret) < MIN_SECRET_LENGTH:
             continue

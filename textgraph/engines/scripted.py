@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from textgraph.engines.base import ChatRequest, ChatResponse, Engine, Usage
+from textgraph.engines.content import ImagePart
 from textgraph.errors import ArgumentError, EngineError
 
 Reply = str | Callable[[ChatRequest], str]
@@ -34,6 +35,11 @@ class ScriptedCall:
     def purpose(self) -> str:
         return self.request.purpose
 
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        """The image parts the request carried (bytes included), in message order."""
+        return self.request.images()
+
 
 def _word_count(text: str) -> int:
     return len(text.split())
@@ -45,7 +51,10 @@ class ScriptedEngine(Engine):
     Rules are matched with `re.search` (DOTALL) against the whole prompt
     text; the first match wins; no match raises an EngineError naming the
     request. `latency` (seconds, or a callable of the request) is awaited
-    per call, so concurrency is real.
+    per call, so concurrency is real. Text-only like most test doubles: requests
+    with images raise ImagesNotSupported unless `vision=True`, and then each
+    recorded call keeps the parts it received (`engine.calls[i].images`). Rules
+    see an image as its one-line description ('<image sha256:… image/png>').
     """
 
     def __init__(
@@ -56,8 +65,12 @@ class ScriptedEngine(Engine):
         raw: bool = False,
         max_concurrency: int | None = None,
         model_name: str = "scripted",
+        vision: bool = False,
     ) -> None:
         super().__init__(max_concurrency=max_concurrency)
+        if not isinstance(vision, bool):
+            raise ArgumentError(f"vision must be True or False, got {vision!r}")
+        self.supports_images = vision
         if callable(responder):
             self._respond: Callable[[ChatRequest], str] = responder
         elif isinstance(responder, Sequence) and not isinstance(responder, str):

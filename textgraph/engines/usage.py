@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from textgraph.engines.base import ChatRequest, ChatResponse, Usage
+from textgraph.engines.base import ChatRequest, ChatResponse, Usage, estimated_prompt_tokens
 from textgraph.engines.checks import check_int, check_number
 from textgraph.engines.observe import CallObserver, observe_calls
 from textgraph.errors import ArgumentError, BudgetExceeded
@@ -163,7 +163,7 @@ class Budget:
 
     def reserve(self, request: ChatRequest, model: str | None) -> tuple[int, float]:
         """Claim room for one call or raise BudgetExceeded; returns the reservation."""
-        tokens = sum(len(m.content) for m in request.messages) // 4 + (request.max_tokens or 0)
+        tokens = estimated_prompt_tokens(request) + (request.max_tokens or 0)
         price = price_of(model) or (0.0, 0.0)
         cost = (tokens * max(price)) / 1_000_000
         with self._lock:

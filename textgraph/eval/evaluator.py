@@ -41,6 +41,7 @@ from textgraph.errors import (
 from textgraph.eval.result import EvalResult, ExampleError, ExampleOutcome, Usage
 from textgraph.eval.score import Score, to_score
 from textgraph.eval.stats import mean_ci
+from textgraph.image import Image
 from textgraph.module import Module
 from textgraph.ops.trace import OpCall, record_op_calls
 from textgraph.variable import Variable
@@ -96,8 +97,16 @@ def example_key(example: Any) -> str:
     """A stable fingerprint of an example (for the evaluation cache)."""
     if isinstance(example, BaseModel):
         example = example.model_dump(mode="json")
-    blob = json.dumps(example, sort_keys=True, ensure_ascii=False, default=repr)
+    blob = json.dumps(example, sort_keys=True, ensure_ascii=False, default=_fingerprint)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _fingerprint(value: object) -> str:
+    """A tg.Image by its content (two loads of one file are one example, in any process);
+    anything else by repr."""
+    if isinstance(value, Image):
+        return f"tg.Image sha256:{value.sha256} {value.media_type}"
+    return repr(value)
 
 
 class Evaluator:

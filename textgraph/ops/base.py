@@ -12,8 +12,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from textgraph._media import human_size
 from textgraph.engines.base import ChatRequest, Engine
-from textgraph.errors import ConfigurationError
+from textgraph.errors import ArgumentError, ConfigurationError
+from textgraph.image import Image
 from textgraph.prompts import fence, load, render_file
 from textgraph.structured import call_json, call_text
 from textgraph.variable import Conversation, Gradient, Variable
@@ -90,8 +92,27 @@ def shown(variable: Variable, elide: Variable | None) -> str:
     """A variable's value for a prompt, or a placeholder for the elided one."""
     if variable is elide:
         return ELIDED
+    if isinstance(variable, Image):  # its description, never its bytes
+        return render_file(
+            "context_image",
+            media_type=variable.media_type,
+            size=human_size(variable.size),
+            sha256=variable.sha256,
+        )
     render = getattr(variable, "render", None)  # tg.Demos: demonstrations as readable text
     return fence(render() if callable(render) else variable.value)
+
+
+def refuse_images(variables: tuple[Variable, ...], what: str) -> None:
+    """Ops that work on text refuse a tg.Image: its text is only a description, and
+    joining or searching that would quietly drop the image."""
+    for v in variables:
+        if isinstance(v, Image):
+            raise ArgumentError(
+                f"{what} works on text and got a tg.Image ({v.value}); its text is only a "
+                "description. Pass images to tg.LLMCall (alone or in a list of inputs) or as "
+                "a tg.FormattedLLMCall field, where the model receives the image itself"
+            )
 
 
 def distinct(variables: tuple[Variable, ...]) -> tuple[Variable, ...]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from textgraph._sync import run_sync
 from textgraph.errors import ArgumentError
-from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, shown
+from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, refuse_images, shown
 from textgraph.prompts import fence, render_file
 from textgraph.variable import Variable, ensure_variable
 
@@ -93,6 +93,7 @@ class Compress(Operation):
 
     async def acall(self, text: Variable | str, **fields: Any) -> Variable:
         text = ensure_variable(text, "tg.Compress text")
+        refuse_images((text,), "tg.Compress")
         unknown = sorted(set(fields) - {self.question_field})
         if unknown:
             raise ArgumentError(

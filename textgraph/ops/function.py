@@ -17,6 +17,7 @@ from textgraph._sync import run_sync
 from textgraph.engines.base import Engine
 from textgraph.engines.context import check_engine
 from textgraph.errors import ArgumentError
+from textgraph.image import Image
 from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, llm_backward, shown
 from textgraph.prompts import render_file
 from textgraph.variable import Variable
@@ -59,7 +60,8 @@ class FunctionOp(Operation):
             if isinstance(arg, Variable):
                 inputs.append(arg)
                 names.append(name)
-                return arg.value
+                # A tg.Image is passed as itself (.data, .media_type; str() is its description).
+                return arg if isinstance(arg, Image) else arg.value
             return arg
 
         plain_args = [unwrap(f"argument {i + 1}", a) for i, a in enumerate(args)]

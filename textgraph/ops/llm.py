@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,16 +11,60 @@ from textgraph._sync import run_sync
 from textgraph._textgrad import refuse_options
 from textgraph.demos import Demo, Demos
 from textgraph.engines.base import ChatRequest, Engine, Message, call_engine
+from textgraph.engines.content import ImagePart, TextPart, parts_text
 from textgraph.engines.context import check_engine, forward_override, resolve_engine
 from textgraph.engines.observe import current_forward_purpose
 from textgraph.errors import ArgumentError
+from textgraph.image import Image
 from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, llm_backward, shown
 from textgraph.ops.trace import OpCall, record
-from textgraph.prompts import fence, placeholders, render, render_file
-from textgraph.variable import Variable, ensure_variable
+from textgraph.prompts import fence, placeholders, render, render_file, render_segments
+from textgraph.variable import Variable, ensure_variable, ensure_variables
+
+# A user turn: plain text, or text and image parts in reading order.
+UserContent = str | tuple[TextPart | ImagePart, ...]
+
+# One image part per tg.Image (immutable), so its bytes are hashed once, not once per call.
+_parts: weakref.WeakKeyDictionary[Image, ImagePart] = weakref.WeakKeyDictionary()
+
+
+def image_part(image: Image) -> ImagePart:
+    part = _parts.get(image)
+    if part is None:
+        part = _parts[image] = ImagePart(data=image.data, media_type=image.media_type)
+    return part
+
+
+def user_content(segments: Sequence[object]) -> UserContent:
+    """Text segments and tg.Image inputs in reading order, as a user turn: a str when there
+    is no image (exactly as before images existed), else text and image parts."""
+    if not any(isinstance(s, Image) for s in segments):
+        return "".join(str(s) for s in segments)
+    parts: list[TextPart | ImagePart] = []
+    text: list[str] = []
+    for segment in segments:
+        if isinstance(segment, Image):
+            if "".join(text):
+                parts.append(TextPart(text="".join(text)))
+            text = []
+            parts.append(image_part(segment))
+        else:
+            text.append(str(segment))
+    if "".join(text):
+        parts.append(TextPart(text="".join(text)))
+    return tuple(parts)
+
+
+def content_text(content: UserContent) -> str:
+    return content if isinstance(content, str) else parts_text(content)
 
 
 def _system_variable(system_prompt: Variable | str | None) -> Variable | None:
+    if isinstance(system_prompt, Image):
+        raise ArgumentError(
+            "system_prompt cannot be a tg.Image: providers take images in user messages only; "
+            "pass the image as the call's input (or a FormattedLLMCall field)"
+        )
     if system_prompt is None or isinstance(system_prompt, Variable):
         return system_prompt
     if isinstance(system_prompt, str):
@@ -125,12 +170,13 @@ class _LLMOperation(Operation):
         self.role_description = role_description
 
     async def _generate(
-        self, inputs: tuple[Variable, ...], user_text: str, received: str | dict[str, str]
+        self, inputs: tuple[Variable, ...], user: UserContent, received: str | dict[str, str]
     ) -> tuple[str, Node]:
         engine = self._forward_engine()
-        response = await call_engine(engine, self._request(inputs, user_text))
-        node = Node(op=self, inputs=inputs, engine=engine, saved={"user_text": user_text})
-        record(OpCall(op=self, inputs=received, output=response.text, demos=self.demos))
+        response = await call_engine(engine, self._request(inputs, user))
+        node = Node(op=self, inputs=inputs, engine=engine, saved={"user_text": content_text(user)})
+        if isinstance(user, str):  # a demonstration holds text: calls with images are not mined
+            record(OpCall(op=self, inputs=received, output=response.text, demos=self.demos))
         return response.text, node
 
     def _forward_engine(self) -> Engine:
@@ -139,9 +185,14 @@ class _LLMOperation(Operation):
         )
 
     def _request(
-        self, inputs: tuple[Variable, ...], user_text: str, system_suffix: str | None = None
+        self,
+        inputs: tuple[Variable, ...],
+        user_text: UserContent,
+        system_suffix: str | None = None,
     ) -> ChatRequest:
-        """The forward request: system prompt (plus `system_suffix`), demos, the user turn."""
+        """The forward request: system prompt (plus `system_suffix`), demos, the user turn
+        (text, or text and image parts)."""
+        user_text = self._with_images(inputs, user_text)
         system = self.system_prompt.value if self.system_prompt is not None else None
         if system_suffix is not None:
             system = f"{system}\n\n{system_suffix}" if system else system_suffix
@@ -150,12 +201,32 @@ class _LLMOperation(Operation):
             for demo in self.demos.items:
                 messages.append(Message(role="user", content=self.demo_text(demo)))
                 messages.append(Message(role="assistant", content=demo.reply()))
-        messages.append(Message(role="user", content=user_text))
+        if isinstance(user_text, str):
+            messages.append(Message(role="user", content=user_text))
+        else:
+            messages.append(Message(role="user", parts=user_text))
         return ChatRequest(
             messages=messages,
             purpose=current_forward_purpose(),
             variable_ids=[v.id for v in inputs],
             **self.sampling,
+        )
+
+    def _with_images(self, inputs: tuple[Variable, ...], user: UserContent) -> UserContent:
+        """The user turn with its images. An op that passes a lone tg.Image's text (its
+        description) gets the image itself; an image input that is not in the turn at all
+        is an error, never silently a description sent in its place."""
+        if not isinstance(user, str):
+            return user
+        images = [v for v in inputs[len(self._prefix()) :] if isinstance(v, Image)]
+        if not images:
+            return user
+        if len(images) == 1 and user == images[0].value:
+            return (image_part(images[0]),)
+        raise ArgumentError(
+            f"{type(self).__name__} got image input(s) "
+            f"{', '.join(i.value for i in images)} but does not place them in its user "
+            "message; pass images to tg.LLMCall or as tg.FormattedLLMCall fields"
         )
 
     def demo_text(self, demo: Demo) -> str:
@@ -232,15 +303,44 @@ class LLMCall(_LLMOperation):
             demos=demos,
         )
 
-    def __call__(self, input: Variable) -> Variable:
+    def __call__(self, input: Variable | Sequence[Variable]) -> Variable:
         return run_sync(self.acall(input))
 
-    async def acall(self, input: Variable) -> Variable:
-        input = ensure_variable(input, "LLMCall input")
-        text, node = await self._generate(self._inputs(input), input.value, input.value)
+    async def acall(self, input: Variable | Sequence[Variable]) -> Variable:
+        """One input is the user message; a list of inputs (text and tg.Image) is one user
+        message of their values in order, texts separated by a blank line."""
+        if isinstance(input, (list, tuple)):
+            inputs = ensure_variables(input, "LLMCall inputs")
+        else:
+            inputs = (ensure_variable(input, "LLMCall input"),)
+        segments: list[object] = []
+        for i, v in enumerate(inputs):
+            if i:
+                segments.append("\n\n")
+            segments.append(v if isinstance(v, Image) else v.value)
+        user = user_content(segments)
+        text, node = await self._generate(self._inputs(*inputs), user, content_text(user))
         return Variable._from_op(text, role_description=self.role_description, node=node)
 
     def describe(self, node: Node, elide: Variable | None = None) -> str:
+        users = node.inputs[len(self._prefix()) :]
+        if len(users) > 1:
+            return render_file(
+                "context_llm_call",
+                system_block=self._system_block(node, elide),
+                input_role=f"user message made of these {len(users)} inputs, in order",
+                input="\n".join(
+                    render_file(
+                        "context_field",
+                        name=f"input {i}",
+                        role=v.role_description,
+                        value=shown(v, elide),
+                    )
+                    for i, v in enumerate(users, 1)
+                ),
+                output_role=node.output.role_description if node.output else "",
+                output=shown(node.output, elide) if node.output else "",
+            )
         user = node.inputs[-1]
         return render_file(
             "context_llm_call",
@@ -252,7 +352,15 @@ class LLMCall(_LLMOperation):
         )
 
     def location_of(self, node: Node, variable: Variable) -> str:
-        return self._location_in_prefix(node, variable) or "the input (user message)"
+        where = self._location_in_prefix(node, variable)
+        if where is not None:
+            return where
+        users = node.inputs[len(self._prefix()) :]
+        if len(users) > 1:
+            for i, v in enumerate(users, 1):
+                if v is variable:
+                    return f"input {i} of the user message"
+        return "the input (user message)"
 
 
 class FormattedLLMCall(_LLMOperation):
@@ -338,8 +446,14 @@ class FormattedLLMCall(_LLMOperation):
             )
         values = {k: ensure_variable(given[k], f"field {k!r}") for k in self.field_names}
         texts = {k: v.value for k, v in values.items()}
-        user_text = render(self.template, **texts)
-        text, node = await self._generate(self._inputs(*values.values()), user_text, texts)
+        # An image field's place in the template is where its image part goes.
+        user = user_content(
+            render_segments(
+                self.template,
+                **{k: v if isinstance(v, Image) else v.value for k, v in values.items()},
+            )
+        )
+        text, node = await self._generate(self._inputs(*values.values()), user, texts)
         return Variable._from_op(text, role_description=self.role_description, node=node)
 
     def demo_text(self, demo: Demo) -> str:

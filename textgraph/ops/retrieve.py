@@ -18,7 +18,15 @@ from textgraph._sync import run_sync
 from textgraph.engines.base import Engine
 from textgraph.engines.context import check_engine
 from textgraph.errors import ArgumentError
-from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, llm_backward, shown
+from textgraph.ops.base import (
+    BackwardContext,
+    Feedback,
+    Node,
+    Operation,
+    llm_backward,
+    refuse_images,
+    shown,
+)
 from textgraph.prompts import render_file
 from textgraph.retrieval import BM25Index, Hit, Index, Passage
 from textgraph.variable import Variable, ensure_variable
@@ -58,6 +66,7 @@ class Retrieve(Operation):
 
     async def acall(self, query: Variable) -> Variable:
         query = ensure_variable(query, "tg.Retrieve query")
+        refuse_images((query,), "tg.Retrieve")
         hits = await asyncio.to_thread(self.index.search, query.value, self.k)
         node = Node(op=self, inputs=(query,), engine=self.engine, saved={"hits": hits})
         text = format_hits(hits)

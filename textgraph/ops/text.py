@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from textgraph._sync import run_sync
 from textgraph.errors import ArgumentError
-from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, shown
+from textgraph.ops.base import BackwardContext, Feedback, Node, Operation, refuse_images, shown
 from textgraph.variable import Variable, ensure_variables
 
 
@@ -39,6 +39,7 @@ class Concat(Operation):
 
     def forward(self, variables: Iterable[Variable]) -> Variable:
         inputs = ensure_variables(variables, f"{type(self).__name__} input")
+        refuse_images(inputs, f"tg.{type(self).__name__.lower()}")
         role = self.role_description or self._default_role(inputs)
         node = Node(op=self, inputs=inputs)
         return Variable._from_op(

@@ -81,6 +81,37 @@ def render(template: str, /, **values: object) -> str:
     return _PLACEHOLDER.sub(substitute, template)
 
 
+def render_segments(template: str, /, **values: object) -> list[object]:
+    """Like `render`, in one pass, but a value that is not a str (an image) is kept as
+    itself: the result is the template's text and str values merged into strings, with each
+    such value between them at its field's place."""
+    segments: list[object] = []
+    text: list[str] = []
+    at = 0
+    for match in _PLACEHOLDER.finditer(template):
+        text.append(template[at : match.start()])
+        at = match.end()
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            text.append(token[0])
+            continue
+        name = match.group(1)
+        if name not in values:
+            raise ArgumentError(
+                f"template field {{{name}}} has no value; given: {sorted(values) or 'none'}"
+            )
+        value = values[name]
+        if isinstance(value, str):
+            text.append(value)
+            continue
+        segments.append("".join(text))
+        segments.append(value)
+        text = []
+    text.append(template[at:])
+    segments.append("".join(text))
+    return [s for s in segments if s != ""]
+
+
 def render_file(name: str, /, **values: object) -> str:
     return render(load(name), **values)
 

@@ -21,8 +21,9 @@ def llm_server() -> Iterator[Callable[..., LLMTestServer]]:
     """A factory of started LLMTestServers, all stopped when the test ends."""
     servers: list[LLMTestServer] = []
 
-    def start(responder: Any = None, **options: Any) -> LLMTestServer:
-        engine = ScriptedEngine(responder or (lambda request: "ok"))
+    def start(responder: Any = None, *, vision: bool = False, **options: Any) -> LLMTestServer:
+        """vision=True: the server's model reads images (else it answers them with a 400)."""
+        engine = ScriptedEngine(responder or (lambda request: "ok"), vision=vision)
         server = LLMTestServer(engine, **options).start()
         servers.append(server)
         return server

@@ -1,7 +1,11 @@
 """A local LLM server speaking the OpenAI, Anthropic and Ollama wire formats.
 
 It listens on 127.0.0.1 on a port the OS picks, answers from any engine
-(usually a ScriptedEngine), and can inject the faults real providers
+(usually a ScriptedEngine), checks image parts as the real APIs do (valid
+base64, a supported type that matches the bytes, images in user turns only:
+anything else is a 400; images for an engine without `supports_images` are a
+400 too, as a text-only model answers), records the decoded images of each
+request (`RecordedRequest.images`), and can inject the faults real providers
 produce: 429 with Retry-After, 5xx, hangs past the client's timeout,
 connection resets, malformed JSON, truncated output. It counts requests,
 tokens (whitespace-separated) and the peak number of requests in flight.
@@ -14,6 +18,8 @@ Use it as a context manager; it always shuts down.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import socket
 import struct
@@ -25,7 +31,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from textgraph.engines.base import ChatRequest, Engine, ResponseFormat
+from textgraph._media import SUPPORTED_MEDIA_TYPES, sniff_media_type
+from textgraph.engines.base import ChatRequest, Engine, Message, ResponseFormat
+from textgraph.engines.content import ImagePart, TextPart
 
 
 @dataclass
@@ -58,6 +66,7 @@ class RecordedRequest:
     end: float = 0.0
     status: int = 0
     fault: str | None = None
+    images: list[tuple[str, bytes]] = field(default_factory=list)  # (media type, bytes)
 
 
 @dataclass
@@ -204,11 +213,108 @@ class LLMTestServer:
             record.end, record.status = time.perf_counter(), status
 
 
+class BadRequest(Exception):
+    """A request body the real API would refuse with 400; the message says why."""
+
+
+def _image_bytes(data: object, media_type: str | None, where: str) -> tuple[str, bytes]:
+    """Decode and check one base64 image as the real APIs do: valid base64, a supported
+    type, bytes that are that type."""
+    if not isinstance(data, str) or not data:
+        raise BadRequest(f"{where}: image data must be a non-empty base64 string")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{where}: image data is not valid base64") from None
+    sniffed = sniff_media_type(raw)
+    if sniffed is None:
+        raise BadRequest(f"{where}: the image bytes are not a PNG, JPEG, GIF or WEBP")
+    if media_type is not None and media_type != sniffed:
+        raise BadRequest(
+            f"{where}: media type {media_type!r} does not match the image bytes ({sniffed})"
+        )
+    return sniffed, raw
+
+
+def _openai_part(part: object, where: str) -> TextPart | ImagePart:
+    if not isinstance(part, dict) or part.get("type") not in ("text", "image_url"):
+        raise BadRequest(f"{where}: content parts must be of type 'text' or 'image_url'")
+    if part["type"] == "text":
+        if not isinstance(part.get("text"), str):
+            raise BadRequest(f"{where}: a text part needs a string 'text'")
+        return TextPart(text=part["text"])
+    image_url = part.get("image_url")
+    url = image_url.get("url") if isinstance(image_url, dict) else None
+    if not isinstance(url, str):
+        raise BadRequest(f"{where}: an image_url part needs image_url.url")
+    head, sep, data = url.partition(",")
+    if not (head.startswith("data:") and head.endswith(";base64") and sep):
+        raise BadRequest(f"{where}: this test server takes data:<type>;base64,... URLs only")
+    media_type = head[len("data:") : -len(";base64")]
+    if media_type not in SUPPORTED_MEDIA_TYPES:
+        raise BadRequest(f"{where}: unsupported image media type {media_type!r}")
+    media_type, raw = _image_bytes(data, media_type, where)
+    return ImagePart(data=raw, media_type=media_type)
+
+
+def _anthropic_part(block: object, where: str) -> TextPart | ImagePart:
+    if not isinstance(block, dict) or block.get("type") not in ("text", "image"):
+        raise BadRequest(f"{where}: content blocks must be of type 'text' or 'image'")
+    if block["type"] == "text":
+        if not isinstance(block.get("text"), str) or not block["text"]:
+            raise BadRequest(f"{where}: text content blocks must be non-empty")
+        return TextPart(text=block["text"])
+    source = block.get("source")
+    if not isinstance(source, dict) or source.get("type") != "base64":
+        raise BadRequest(f"{where}: an image block needs source.type 'base64'")
+    if source.get("media_type") not in SUPPORTED_MEDIA_TYPES:
+        raise BadRequest(f"{where}: source.media_type must be one of {list(SUPPORTED_MEDIA_TYPES)}")
+    media_type, raw = _image_bytes(source.get("data"), source["media_type"], where)
+    return ImagePart(data=raw, media_type=media_type)
+
+
+def _message(protocol: str, index: int, m: object) -> Message | None:
+    """One wire message as a Message (None for roles the engine does not take), or
+    BadRequest for a malformed one."""
+    where = f"messages.{index}"
+    if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+        return None
+    role, content = m["role"], m.get("content")
+    parts: list[TextPart | ImagePart] = []
+    if isinstance(content, list) and protocol in ("openai", "anthropic"):
+        read = _openai_part if protocol == "openai" else _anthropic_part
+        parts = [read(p, f"{where}.content.{i}") for i, p in enumerate(content)]
+    elif not isinstance(content, str):
+        raise BadRequest(f"{where}: content must be a string or a list of content parts")
+    if protocol == "ollama" and m.get("images") is not None:
+        images = m["images"]
+        if not isinstance(images, list):
+            raise BadRequest(f"{where}: images must be a list of base64 strings")
+        for i, data in enumerate(images):
+            media_type, raw = _image_bytes(data, None, f"{where}.images.{i}")
+            parts.append(ImagePart(data=raw, media_type=media_type))
+        if parts:  # Ollama puts a message's images before its text
+            parts.append(TextPart(text=content))
+    if not parts:
+        return Message(role=role, content=content if isinstance(content, str) else "")
+    if role != "user" and any(isinstance(p, ImagePart) for p in parts):
+        raise BadRequest(f"{where}: images are only allowed in user messages")
+    return Message(role=role, parts=tuple(parts))
+
+
 def _chat_request(protocol: str, body: dict[str, Any]) -> ChatRequest:
-    """Translate a provider request body back into a ChatRequest for the engine."""
-    messages = [m for m in body.get("messages", []) if isinstance(m.get("content"), str)]
+    """Translate a provider request body back into a ChatRequest for the engine; a body the
+    real API would refuse (a malformed image part) raises BadRequest."""
+    raw_messages = body.get("messages", [])
+    if not isinstance(raw_messages, list):
+        raise BadRequest("messages must be a list")
+    messages = [
+        message
+        for i, m in enumerate(raw_messages)
+        if (message := _message(protocol, i, m)) is not None
+    ]
     if protocol == "anthropic" and body.get("system"):
-        messages = [{"role": "system", "content": body["system"]}, *messages]
+        messages = [Message(role="system", content=body["system"]), *messages]
     fmt = None
     if protocol == "openai" and (body.get("response_format") or {}).get("type") == "json_schema":
         spec = body["response_format"]["json_schema"]
@@ -367,12 +473,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._deadline = record.start + server.latency
         status = 200
         try:
-            status = self._answer(server, protocol, body, fault)
+            status = self._answer(server, protocol, body, fault, record)
         finally:
             server._end(record, status)
 
     def _answer(
-        self, server: LLMTestServer, protocol: str, body: dict[str, Any], fault: Fault | None
+        self,
+        server: LLMTestServer,
+        protocol: str,
+        body: dict[str, Any],
+        fault: Fault | None,
+        record: RecordedRequest,
     ) -> int:
         if server.request_count > server.max_requests:
             return self._send(503, _error_body(protocol, 503, "test server request cap reached"))
@@ -415,7 +526,17 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, _reply_body(protocol, body, "", 0, 0))
             if fault.kind == "body":
                 return self._send(200, fault.payload)
-        request = _chat_request(protocol, body)
+        try:
+            request = _chat_request(protocol, body)
+        except BadRequest as exc:
+            return self._send(400, _error_body(protocol, 400, str(exc)))
+        images = request.images()
+        if images and not getattr(server.engine, "supports_images", False):
+            # What a real server answers for a text-only model (OpenAI: "image_url is only
+            # supported by certain models"): a 400, never retried.
+            message = f"model {body.get('model')!r} does not support image input"
+            return self._send(400, _error_body(protocol, 400, message))
+        record.images = [(i.media_type, i.data) for i in images]
         try:
             text = server._answer_with_engine(request)
         except Exception as exc:  # the scripted answer failed: report it as a server error

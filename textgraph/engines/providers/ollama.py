@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from textgraph.engines.base import ChatRequest, ChatResponse, Usage
+from textgraph.engines.base import ChatRequest, ChatResponse, Message, Usage
+from textgraph.engines.content import ImagePart
 from textgraph.engines.http import HTTPCall, HTTPEngine
 from textgraph.errors import MalformedResponse, TruncatedOutput
 
@@ -17,8 +18,27 @@ def host_url(host: str | None) -> str:
     return host if "://" in host else f"http://{host}"
 
 
+def wire_message(message: Message) -> dict[str, Any]:
+    """A message as /api/chat takes it. Images go in the message's "images" list (base64,
+    no data: prefix) and the text in "content"; Ollama cannot place an image inside the
+    text, so each image's place in the text is marked "[image N]" (N counts the images of
+    the message from 1, in the order of "images")."""
+    if not message.parts:
+        return {"role": message.role, "content": message.content}
+    text, images = [], []
+    for part in message.parts:
+        if isinstance(part, ImagePart):
+            images.append(part.base64())
+            text.append(f"[image {len(images)}]")
+        else:
+            text.append(part.text)
+    return {"role": message.role, "content": "".join(text), "images": images}
+
+
 class OllamaEngine(HTTPEngine):
     provider = "ollama"
+    # Sent in "images"; a model without vision answers with an error status (raised).
+    supports_images = True
 
     def build_request(self, request: ChatRequest) -> HTTPCall:
         options = {
@@ -29,7 +49,7 @@ class OllamaEngine(HTTPEngine):
         }
         body: dict[str, Any] = {
             "model": request.model or self.model_name,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [wire_message(m) for m in request.messages],
             "stream": False,
             "options": {k: v for k, v in options.items() if v is not None},
         }

@@ -5,21 +5,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from textgraph.engines.base import ChatRequest, ChatResponse, Usage
+from textgraph.engines.base import ChatRequest, ChatResponse, Message, Usage
+from textgraph.engines.content import ImagePart
 from textgraph.engines.http import HTTPCall, HTTPEngine
 from textgraph.errors import ContentFiltered, MalformedResponse, TruncatedOutput
 
 OFFICIAL_BASE_URL = "https://api.openai.com/v1"
 
 
+def wire_message(message: Message) -> dict[str, Any]:
+    """A text message as {"role", "content": str}; one with parts as a content array of
+    {"type": "text"} and {"type": "image_url", "image_url": {"url": "data:<type>;base64,..."}}
+    parts in reading order (empty text parts left out)."""
+    if not message.parts:
+        return {"role": message.role, "content": message.content}
+    content: list[dict[str, Any]] = []
+    for part in message.parts:
+        if isinstance(part, ImagePart):
+            content.append({"type": "image_url", "image_url": {"url": part.data_uri()}})
+        elif part.text:
+            content.append({"type": "text", "text": part.text})
+    return {"role": message.role, "content": content}
+
+
 class OpenAIEngine(HTTPEngine):
     provider = "openai"
     key_env = "OPENAI_API_KEY"
+    # Sent as image_url parts; whether the model has vision is the server's to say (a 400).
+    supports_images = True
 
     def build_request(self, request: ChatRequest) -> HTTPCall:
         body: dict[str, Any] = {
             "model": request.model or self.model_name,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [wire_message(m) for m in request.messages],
         }
         max_tokens = request.max_tokens or self.default_max_tokens
         optional = {

