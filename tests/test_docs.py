@@ -222,6 +222,7 @@ def docs_env(tmp_path, monkeypatch):
             "ANTHROPIC_BASE_URL": server.anthropic_base_url,
             "ANTHROPIC_API_KEY": "sk-ant-docs-test",
             "OLLAMA_HOST": server.ollama_host,
+            "OPENROUTER_API_KEY": "sk-or-docs-test",  # docs/engines.md reads it
             "TEXTGRAPH_MODEL": "openai/gpt-4o-mini",
             "TEXTGRAPH_CACHE_DIR": str(tmp_path / ".cache"),
             "MLFLOW_DISABLE_TELEMETRY": "true",  # no network from tests
