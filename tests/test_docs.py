@@ -199,7 +199,7 @@ def docs_model(request: ChatRequest) -> str:
     """What the test server says to anything a page asks a provider model.
 
     Server-side requests carry only the wire body, so this reads the prompt: a rewrite
-    request (TGD's delimited new value) gets the current value plus one instruction; any
+    request (TGD's delimited new value) gets the current value plus one instruction (once); any
     other call gets a short answer.
     """
     prompt = request.prompt_text()
@@ -207,8 +207,10 @@ def docs_model(request: ChatRequest) -> str:
     if tags:
         current = re.search(r"<CURRENT_VALUE>\n(.*?)\n</CURRENT_VALUE>", prompt, re.S)
         value = current.group(1) if current else ""
+        if "number only" not in value:
+            value += " Answer with the number only."
         start, end = tags.groups()
-        return f"{start}\n{value} Answer with the number only.\n{end}"
+        return f"{start}\n{value}\n{end}"
     return "4"
 
 
