@@ -130,7 +130,16 @@ NOT_RUN = {key: reason for reason, keys in NOT_RUN_BY_REASON.items() for key in 
 assert len(NOT_RUN) == sum(map(len, NOT_RUN_BY_REASON.values())), "a NOT_RUN entry is twice"
 
 # Files a page's commands read that the page assumes the user has (their own data).
-PAGE_FILES: dict[str, dict[str, str]] = {}
+PAGE_FILES: dict[str, dict[str, str]] = {
+    "docs/cli.md": {
+        "dev.jsonl": "".join(
+            json.dumps({"question": f"What is {n} + 0?", "answer": str(n)}) + "\n" for n in (4, 5)
+        ),
+        "data.json": json.dumps({"test": [{"question": "What is 2 + 2?", "answer": "4"}]}),
+    }
+}
+# Environment a page's commands need beyond docs_env: examples/ci's offline model.
+PAGE_ENV = {"docs/cli.md": {"PROMPTS_MODEL": "scripted"}}
 # Pages whose blocks need an optional extra: (module, reason to skip without it).
 PAGE_EXTRAS = {
     "docs/tracking.md": ("mlflow", 'MLflow is not installed: pip install "textgraph[mlflow]"')
@@ -236,6 +245,9 @@ def docs_env(tmp_path, monkeypatch):
             yield env
         finally:
             engine_context.reset_configuration()
+            # model strings resolve once per process; these engines point at this server
+            with engine_context._lock:
+                engine_context._by_model.clear()
 
 
 def write_files(page: str, where: Path) -> None:
@@ -309,7 +321,8 @@ def test_shell_commands_run_as_written(page, docs_env, tmp_path):
     shutil.copytree(ROOT / "examples", tmp_path / "examples")  # commands run from a checkout
     ran = [(b, c) for b, c in SHELL_COMMANDS if b.page == page and (page, c) not in NOT_RUN]
     (tmp_path / ".commands.json").write_text(json.dumps([shlex.split(c) for _, c in ran]))
-    env = {**os.environ, **docs_env, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    env = {**os.environ, **docs_env, **PAGE_ENV.get(page, {})}
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{tmp_path}"
     done = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "docs_shell.py"), ".commands.json", ".results.json"],
         cwd=tmp_path,
