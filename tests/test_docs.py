@@ -40,7 +40,10 @@ from textgraph.testing import LLMTestServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```([^\s`]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
+# A fence is 3 or more backticks (docs/prompts.md uses 4 around templates that hold 3) and
+# may be indented (in a list item); the closing fence repeats its indent and backticks.
+FENCE = re.compile(r"^([ \t]*)(`{3,})([^\s`]*)[^\n]*\n(.*?)^\1\2[ \t]*$", re.S | re.M)
+FENCE_LINE = re.compile(r"^[ \t]*(```|~~~)", re.M)
 
 PYTHON = {"python", "py"}
 SHELL = {"bash", "sh", "shell", "console"}
@@ -162,9 +165,14 @@ class Block:
 def blocks(page: str) -> list[Block]:
     text = (ROOT / page).read_text()
     return [
-        Block(page, text.count("\n", 0, m.start()) + 1, m.group(1).lower(), m.group(2))
+        Block(page, text.count("\n", 0, m.start()) + 1, m.group(3).lower(), dedent(m))
         for m in FENCE.finditer(text)
     ]
+
+
+def dedent(match: re.Match[str]) -> str:
+    indent, code = match.group(1), match.group(4)
+    return "".join(line.removeprefix(indent) for line in code.splitlines(keepends=True))
 
 
 ALL_BLOCKS = [b for page in PAGES for b in blocks(page)]
@@ -273,12 +281,27 @@ def test_every_block_has_a_known_kind_and_config_blocks_parse():
     known = PYTHON | SHELL | set(CONFIG) | NOT_CODE
     unknown = [b.where for b in ALL_BLOCKS if b.lang not in known]
     assert not unknown, f"classify these fences in tests/test_docs.py: {unknown}"
-    for block in ALL_BLOCKS:
-        if block.lang in ("yaml", "yml"):
-            yaml = pytest.importorskip("yaml", reason="PyYAML is needed to check yaml blocks")
-            yaml.safe_load(block.code)
-        elif block.lang in CONFIG:
-            CONFIG[block.lang](block.code)
+    for page in PAGES:  # outside the discovered blocks no fence is left: none is missed
+        rest = FENCE.sub("", (ROOT / page).read_text())
+        stray = [line.strip() for line in FENCE_LINE.findall(rest)]
+        assert not stray, f"{page}: fences discovery does not parse: {stray}"
+    for block in (b for b in ALL_BLOCKS if b.lang in CONFIG):
+        try:
+            check_config(block)
+        except Exception as error:
+            raise AssertionError(f"{block.where} is not a valid config: {error}") from error
+
+
+def check_config(block: Block) -> None:
+    if block.lang in ("yaml", "yml"):
+        yaml = pytest.importorskip("yaml", reason="PyYAML is needed to check yaml blocks")
+        yaml.safe_load(block.code)
+        return
+    parsed = CONFIG[block.lang](block.code)
+    if block.lang == "toml" and "program" in parsed:  # a project file: its keys too
+        from textgraph.project import Project
+
+        Project.model_validate(parsed)
 
 
 def test_the_unrun_commands_are_exactly_the_allow_list():
