@@ -322,6 +322,16 @@ def test_the_unrun_commands_are_exactly_the_allow_list():
 def test_python_blocks_run_as_written(page, docs_env, capsys):
     skip_without_extras(page)
     write_files(page, Path.cwd())
+    run_python_blocks(page, capsys)
+
+
+def run_page(name: str, capsys) -> None:
+    """docs/NAME's python blocks, for a page test of its own (discovery runs every page too)."""
+    run_python_blocks(f"docs/{name}", capsys)
+
+
+def run_python_blocks(page: str, capsys) -> None:
+    """The page's python blocks in order in one namespace; each prints what it claims."""
     namespace: dict[str, object] = {"__name__": "__main__"}
     for block in blocks(page):
         if block.lang not in PYTHON:
