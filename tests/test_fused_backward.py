@@ -278,3 +278,28 @@ def test_a_malformed_fused_loss_reply_falls_back_to_a_plain_evaluation_recorded(
     )
     assert "parameter_feedback" not in loss.grad_fn.saved
     assert critical_path_calls(loss, fused=True) == 4  # the critic call is back on the path
+
+
+def test_fused_backward_picks_its_engine_in_the_order_per_op_backward_does():
+    """The graph's own engine comes before tg.configure's forward engine (and
+    TEXTGRAPH_MODEL); tg.configure's backward_engine comes before the graph's."""
+    from textgraph.engines import context
+
+    graph_engine, configured_forward = ScriptedEngine(by_purpose()), ScriptedEngine(by_purpose())
+    critic = ScriptedEngine(by_purpose())
+    try:
+        for configure, expected in (
+            ({"engine": configured_forward}, graph_engine),
+            ({"backward_engine": critic}, critic),
+        ):
+            context.reset_configuration()
+            tg.configure(**configure)
+            system = param("Answer the question.", "system prompt")
+            answer = tg.LLMCall(graph_engine, system)(tg.Variable("q", role_description="q"))
+            loss = tg.TextLoss("Is it correct?", engine=graph_engine)(answer)
+            before = {id(e): len(e.calls_for("backward")) for e in (graph_engine, critic)}
+            loss.backward(fused=True)
+            assert len(expected.calls_for("backward")) == before[id(expected)] + 1
+            assert not configured_forward.calls
+    finally:
+        context.reset_configuration()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from textgraph._checks import check_int
 from textgraph._text import clip
 from textgraph.engines.base import ChatRequest, Engine
-from textgraph.engines.context import check_engine, default_engine
+from textgraph.engines.context import check_engine, configured, context_engine, process_engine
 from textgraph.errors import ArgumentError, ConfigurationError
 from textgraph.graph import ancestry
 from textgraph.ops.base import shown
@@ -238,7 +238,15 @@ async def _fused_call(
         conversation = unit.grad_fn.saved.get("conversation", ())
         value = {key: written[p] for key, p in params.items()}
         return params, Reply(value=value, text="", conversation=conversation)
-    chosen = engine or default_engine() or _graph_engine(unit)
+    # the order per-op backward uses: given, a use_engine block, tg.configure's backward
+    # engine, the graph's own engines, then the process default (TEXTGRAPH_MODEL)
+    chosen = (
+        engine
+        or context_engine()
+        or configured("backward_engine", fallback=False)
+        or _graph_engine(unit)
+        or process_engine("backward_engine")
+    )
     if chosen is None:
         raise ConfigurationError(
             "fused backward needs an LLM to write feedback, but no engine is known: pass "

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from textgraph._io import atomic_write_json
-from textgraph.engines.context import default_engine
 from textgraph.errors import ArgumentError
 from textgraph.eval.evaluator import is_fatal
 from textgraph.eval.score import as_score
@@ -89,9 +88,8 @@ async def gradient_pass(trainer: Trainer, step: int, batch: Sequence[int]) -> Gr
         if isinstance(loss, Variable):
             example_of[id(loss)] = batch[k]
     if total is not None and trainer.backward == "fused":
-        engine = trainer.backward_engine or default_engine()
         for fallback in await fused_backward(
-            total, engine=engine, limit=trainer.max_gradient_chars
+            total, engine=trainer.backward_engine, limit=trainer.max_gradient_chars
         ):
             where = example_of.get(id(fallback.loss), "?")
             record.notes.append(
