@@ -16,6 +16,7 @@ from textgraph.engines.content import ImagePart, TextPart
 from textgraph.engines.managed import ManagedEngine
 from textgraph.engines.providers.llamacpp import LlamaCppEngine
 from textgraph.testing import LLMTestServer
+from textgraph.testing.servers import Fault
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"SECRET-PIXELS-" * 40
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + b"j" * 50
@@ -262,6 +263,31 @@ def test_a_text_only_remote_model_is_one_clear_400_not_a_retry_storm():
         assert "carried 1 image(s)" in str(caught.value) and "vision model" in str(caught.value)
         assert server.request_count == 1  # raised at once, never retried
         assert B64 not in str(caught.value)
+
+
+def test_ollamas_500_for_a_text_only_model_is_raised_at_once_not_retried():
+    # Ollama answers images sent to a text-only model with a 500 ("this model is missing data
+    # required for image input"); retrying resends the image and cannot succeed.
+    with LLMTestServer(ScriptedEngine(lambda r: "never")) as server:  # no vision
+        engine = tg.get_engine("ollama/qwen3", base_url=server.ollama_host, cache=False)
+        with pytest.raises(tg.ProviderError) as caught:
+            tg.LLMCall(engine)(image())
+        assert caught.value.status == 500 and not caught.value.retryable
+        assert "missing data required for image input" in str(caught.value)
+        assert "use a vision model" in str(caught.value)
+        assert server.request_count == 1
+        # a 500 without the words is an outage, retried as before
+        server.inject(Fault("status", status=500))
+        assert tg.LLMCall(engine)(tg.Variable("hi", role_description="q")).value == "never"
+        assert server.request_count == 3
+
+
+def test_a_413_with_images_says_to_shrink_them(vision_server):
+    vision_server.inject(Fault("status", status=413, message="Request Entity Too Large"))
+    engine = tg.get_engine("openai/gpt-4o", base_url=vision_server.openai_base_url, cache=False)
+    with pytest.raises(tg.ProviderError, match=r"2 image\(s\), 1.1 KB in all; shrink them"):
+        tg.LLMCall(engine)([image(), image()])
+    assert vision_server.request_count == 1
 
 
 # --- caching by hash ------------------------------------------------------------------------
