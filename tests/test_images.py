@@ -478,3 +478,17 @@ def test_image_bytes_echoed_in_a_provider_error_are_elided():
 def test_an_image_cannot_be_a_system_prompt():
     with pytest.raises(tg.ArgumentError, match="images in user messages only"):
         tg.LLMCall(ScriptedEngine(lambda r: "x", vision=True), image())
+
+
+def test_base64_text_or_a_data_uri_given_as_a_path_says_to_decode_it_and_echoes_no_bytes():
+    for text, words in [(B64, "base64 text"), ("data:image/png;base64," + B64, "a data URI")]:
+        with pytest.raises(tg.ImageError, match=words) as caught:
+            tg.Image(text, role_description="x")
+        assert "b64decode" in str(caught.value) and B64[:40] not in str(caught.value)
+    # a long path that is not base64 is a typed error too (not a bare OSError), shortened
+    long_path = "no such folder/" + "receipt " * 80 + ".png"
+    with pytest.raises(tg.ImageError, match=r"does not exist|cannot be read") as caught:
+        tg.Image(long_path, role_description="x")
+    assert len(str(caught.value)) < 300
+    with pytest.raises(tg.ImageError, match="cannot be read"):
+        tg.Image("x" * 5000 + ".png", role_description="x")  # longer than a file name may be

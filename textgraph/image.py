@@ -10,6 +10,7 @@ is evidence, not a parameter: it never requires a gradient and no optimizer may 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from textgraph import _media
@@ -116,16 +117,20 @@ def _read(path_or_bytes: object, limit: int) -> tuple[bytes, str]:
         data = bytes(path_or_bytes)
         source = "<bytes>"
     elif isinstance(path_or_bytes, (str, os.PathLike)):
+        _refuse_encoded_text(path_or_bytes)
         path = Path(path_or_bytes)
-        source = str(path)
-        if not path.exists():
-            raise ImageError(f"image file {source!r} does not exist; check the path")
-        if not path.is_file():
-            raise ImageError(f"image path {source!r} is not a file")
-        size = path.stat().st_size
-        if size > limit:
-            raise ImageError(_too_large(source, size, limit))
-        data = path.read_bytes()
+        source = _shorten(str(path))
+        try:
+            if not path.exists():
+                raise ImageError(f"image file {source!r} does not exist; check the path")
+            if not path.is_file():
+                raise ImageError(f"image path {source!r} is not a file")
+            size = path.stat().st_size
+            if size > limit:
+                raise ImageError(_too_large(source, size, limit))
+            data = path.read_bytes()
+        except OSError as exc:  # unreadable, a name too long for the file system...
+            raise ImageError(f"image file {source!r} cannot be read ({exc.strerror})") from None
     else:
         raise ImageError(
             "tg.Image takes a path (str or pathlib.Path) or the image's bytes, got "
@@ -136,6 +141,36 @@ def _read(path_or_bytes: object, limit: int) -> tuple[bytes, str]:
     if len(data) > limit:
         raise ImageError(_too_large(source, len(data), limit))
     return data, source
+
+
+# A str this long, all base64 characters, is an image's encoded bytes, not a path.
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\r\n]{200,}")
+
+
+def _refuse_encoded_text(value: str | os.PathLike[str]) -> None:
+    """A data URI or base64 text given as a path: say how to pass the bytes (and never echo
+    them in the message)."""
+    if not isinstance(value, str):
+        return
+    if value[:5].lower() == "data:" and ";base64," in value[:100]:
+        kind = "a data URI"
+        decode = "base64.b64decode(uri.split(',', 1)[1])"
+    elif _BASE64_TEXT.fullmatch(value):
+        kind = "base64 text"
+        decode = "base64.b64decode(text)"
+    else:
+        return
+    raise ImageError(
+        f"tg.Image got {kind} ({len(value)} characters) where it takes a path or the image's "
+        f"bytes; decode it first: tg.Image({decode}, role_description=...)"
+    )
+
+
+def _shorten(source: str, limit: int = 120) -> str:
+    """A path for a message: long ones cut in the middle."""
+    if len(source) <= limit:
+        return source
+    return f"{source[: limit // 2]}\u2026{source[-limit // 2 :]}"
 
 
 def _too_large(source: str, size: int, limit: int) -> str:
