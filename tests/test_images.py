@@ -492,3 +492,23 @@ def test_base64_text_or_a_data_uri_given_as_a_path_says_to_decode_it_and_echoes_
     assert len(str(caught.value)) < 300
     with pytest.raises(tg.ImageError, match="cannot be read"):
         tg.Image("x" * 5000 + ".png", role_description="x")  # longer than a file name may be
+
+
+def test_losses_refuse_to_judge_an_image_by_its_description():
+    judge = ScriptedEngine(lambda r: "looks fine", vision=True)
+    question = tg.Variable("What is the total?", role_description="question")
+    losses = [
+        lambda: tg.TextLoss("Is the receipt legible?", engine=judge)(image()),
+        lambda: tg.FusedTextLoss("Is the receipt legible?", engine=judge)(image()),
+        lambda: tg.MultiFieldEvaluation(
+            "Does the answer match the receipt?", ["question", "receipt"], engine=judge
+        )([question, image()]),
+        lambda: tg.MetricLoss(lambda p, t: 1.0, engine=judge)(image(), "12.50"),
+    ]
+    for loss in losses:
+        with pytest.raises(tg.ArgumentError, match="only a description") as caught:
+            loss()
+        assert "not the image" in str(caught.value)
+    assert judge.calls == []  # nothing judged a description in the image's place
+    answer = tg.LLMCall(judge)([question, image()])  # what was computed from it is judged
+    assert tg.TextLoss("Is the answer right?", engine=judge)(answer).value == "looks fine"
