@@ -512,3 +512,13 @@ def test_losses_refuse_to_judge_an_image_by_its_description():
     assert judge.calls == []  # nothing judged a description in the image's place
     answer = tg.LLMCall(judge)([question, image()])  # what was computed from it is judged
     assert tg.TextLoss("Is the answer right?", engine=judge)(answer).value == "looks fine"
+
+
+def test_textgrads_image_variable_idioms_say_what_to_write():
+    # TextGrad: tg.Variable(image_bytes, role_description=..., requires_grad=False)
+    with pytest.raises(tg.ArgumentError, match=r"568 bytes.*tg\.Image\(image_bytes") as caught:
+        tg.Variable(PNG, role_description="image to answer a question about")
+    assert "MultimodalLLMCall" in str(caught.value) and "SECRET" not in str(caught.value)
+    assert tg.Image(PNG, role_description="x", requires_grad=False).requires_grad is False
+    with pytest.raises(tg.ArgumentError, match="cannot require a gradient"):
+        tg.Image(PNG, role_description="the receipt", requires_grad=True)

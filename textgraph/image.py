@@ -31,7 +31,8 @@ class Image(Variable):
     path_or_bytes: a path (str or os.PathLike) to a PNG, JPEG, GIF or WEBP file, or the
         image's bytes. media_type: 'image/png', 'image/jpeg', 'image/gif' or 'image/webp';
         when None it is read from the file's first bytes. max_bytes: the size limit (None:
-        MAX_IMAGE_BYTES, 20 MiB).
+        MAX_IMAGE_BYTES, 20 MiB). requires_grad: only False (TextGrad code passes it); an
+        image is never optimized.
 
     `.data` is the bytes, `.sha256` their hash (what caches key on), `.size` their length,
     `.media_type` the type; `.value` and `str()` are the description.
@@ -45,7 +46,11 @@ class Image(Variable):
         media_type: str | None = None,
         name: str | None = None,
         max_bytes: int | None = None,
+        requires_grad: bool = False,
     ) -> None:
+        if requires_grad is not False:  # False is accepted: TextGrad code passes it
+            self.role_description = role_description
+            self.requires_grad = requires_grad  # raises, saying what to optimize instead
         limit = MAX_IMAGE_BYTES if max_bytes is None else max_bytes
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ArgumentError(f"max_bytes must be an int >= 1 (bytes), got {max_bytes!r}")
