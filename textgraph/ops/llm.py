@@ -367,10 +367,11 @@ class FormattedLLMCall(_LLMOperation):
     """An LLM call whose user message is a template filled with named Variables.
 
     `fields` declares the template's fields: a list of names, or a mapping
-    of name -> Variable giving default bindings. Call with keyword
-    Variables (`op(question=q, context=c)`) or a mapping. Values are
-    inserted verbatim: braces or tag-like text in them never break it.
-    Sampling parameters are checked as in `LLMCall`.
+    of name -> Variable giving default bindings (None: no default, as TextGrad's
+    `fields={"q": None}`). Call with keyword Variables (`op(question=q, context=c)`)
+    or a mapping; TextGrad's `op(inputs={...}, response_role_description="...")`
+    works too. Values are inserted verbatim: braces or tag-like text in them never
+    break it. Sampling parameters are checked as in `LLMCall`.
     """
 
     name = "formatted_llm_call"
@@ -406,7 +407,12 @@ class FormattedLLMCall(_LLMOperation):
         if not isinstance(template, str):
             raise ArgumentError(f"template must be a str, got {type(template).__name__}")
         if isinstance(fields, Mapping):
-            self.defaults = {k: ensure_variable(v, f"field {k!r}") for k, v in fields.items()}
+            # A value is a default binding; None (or TextGrad's {}) declares the field only.
+            self.defaults = {
+                k: ensure_variable(v, f"field {k!r}")
+                for k, v in fields.items()
+                if not (v is None or (isinstance(v, dict) and not v))
+            }
             names = list(fields)
         elif isinstance(fields, Sequence) and not isinstance(fields, str):
             self.defaults = {}
@@ -435,6 +441,7 @@ class FormattedLLMCall(_LLMOperation):
     async def acall(
         self, mapping: Mapping[str, Variable] | None = None, **fields: Variable
     ) -> Variable:
+        fields, role = self._textgrad_form(mapping, dict(fields))
         given = {**self.defaults, **(mapping or {}), **fields}
         unknown = [k for k in given if k not in self.field_names]
         absent = [k for k in self.field_names if k not in given]
@@ -454,7 +461,44 @@ class FormattedLLMCall(_LLMOperation):
             )
         )
         text, node = await self._generate(self._inputs(*values.values()), user, texts)
-        return Variable._from_op(text, role_description=self.role_description, node=node)
+        return Variable._from_op(text, role_description=role or self.role_description, node=node)
+
+    def _textgrad_form(
+        self, mapping: Mapping[str, Variable] | None, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """TextGrad's call form, `call(inputs={...}, response_role_description="...")`: the
+        fields in `inputs` and the output's role for this call. Only when neither name is a
+        field of the template, so a template's own {inputs} field keeps its meaning."""
+        role = None
+        if "response_role_description" in fields and (
+            "response_role_description" not in self.field_names
+        ):
+            role = fields.pop("response_role_description")
+            if not isinstance(role, str) or not role.strip():
+                raise ArgumentError(
+                    "FormattedLLMCall response_role_description= must be a non-empty str "
+                    f"(what the reply is, e.g. 'evaluation of the answer'), got {role!r}"
+                )
+        if "inputs" in fields and "inputs" not in self.field_names:
+            inputs = fields.pop("inputs")
+            if not isinstance(inputs, Mapping):
+                raise ArgumentError(
+                    "FormattedLLMCall inputs= (TextGrad's call form) must be a dict field name "
+                    f"-> tg.Variable, got {type(inputs).__name__}; or pass the fields as keywords, "
+                    "call(question=q, answer=a)"
+                )
+            if mapping is not None:
+                raise ArgumentError(
+                    "FormattedLLMCall got both a mapping and inputs=...; give the fields once"
+                )
+            twice = sorted(set(inputs) & set(fields))
+            if twice:
+                raise ArgumentError(
+                    f"FormattedLLMCall got field(s) {twice} both in inputs= and as keywords; "
+                    "give each field once"
+                )
+            fields = {**inputs, **fields}
+        return fields, role
 
     def demo_text(self, demo: Demo) -> str:
         """A demo's fields fill the template; a str demo is the user turn as given."""
