@@ -108,6 +108,10 @@ def test_a_message_of_parts_reads_as_text_and_dumps_no_bytes():
         Message(role="system", parts=[part])
     with pytest.raises(ValueError, match="sha256 and size must be those of its bytes"):
         ImagePart(data=PNG, media_type="image/png", sha256="0" * 64)
+    # as tg.Image does: a type the bytes contradict would be a 400 from Anthropic
+    with pytest.raises(ValueError, match="bytes are image/png but its media_type is 'image/jpeg'"):
+        ImagePart(data=PNG, media_type="image/jpeg")
+    assert ImagePart(data=PNG, media_type=None).media_type == "image/png"
 
 
 def test_text_only_engines_refuse_images_and_send_nothing():
