@@ -526,3 +526,17 @@ def test_textgrads_image_variable_idioms_say_what_to_write():
     assert tg.Image(PNG, role_description="x", requires_grad=False).requires_grad is False
     with pytest.raises(tg.ArgumentError, match="cannot require a gradient"):
         tg.Image(PNG, role_description="the receipt", requires_grad=True)
+
+
+def test_an_images_bytes_cannot_be_swapped_under_its_hash():
+    engine = ScriptedEngine(lambda r: "ok", vision=True)
+    img = image()
+    tg.LLMCall(engine)(img)
+    other = bytearray(PNG)
+    other[-1] ^= 1
+    for name, value in [("data", bytes(other)), ("sha256", "0" * 64), ("media_type", "image/gif")]:
+        with pytest.raises(tg.ArgumentError, match=f"{name} cannot be changed"):
+            setattr(img, name, value)
+    tg.LLMCall(engine)(img)
+    assert [call.images[0].data for call in engine.calls] == [PNG, PNG]
+    assert img.sha256 == engine.calls[-1].images[0].sha256 and img.size == len(PNG)

@@ -23,6 +23,7 @@ from textgraph.variable import Variable
 MAX_IMAGE_BYTES = _media.DEFAULT_MAX_IMAGE_BYTES
 
 _MEDIA_ALIASES = {"image/jpg": "image/jpeg"}
+_READ_ONLY = frozenset({"data", "source", "sha256", "size", "media_type"})
 
 
 class Image(Variable):
@@ -55,16 +56,43 @@ class Image(Variable):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ArgumentError(f"max_bytes must be an int >= 1 (bytes), got {max_bytes!r}")
         data, source = _read(path_or_bytes, limit)
-        self.data: bytes = data
-        self.source: str = source
-        self.sha256: str = sha256_of(data)
-        self.size: int = len(data)
-        self.media_type: str = _media_type(data, media_type, source)
+        self._data, self._source, self._sha256 = data, source, sha256_of(data)
+        self._media_type = _media_type(data, media_type, source)
         super().__init__(
             describe_image(self.sha256, self.size, self.media_type),
             role_description=role_description,
             name=name,
         )
+
+    # --- content-hashed, so read-only: new bytes are a new tg.Image --------------------------
+
+    @property
+    def data(self) -> bytes:
+        return self._data
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    @property
+    def media_type(self) -> str:
+        return self._media_type
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _READ_ONLY:
+            raise ArgumentError(
+                f"a tg.Image's {name} cannot be changed: the image is identified by its bytes "
+                "(caches key on their sha256); make a new tg.Image for other bytes"
+            )
+        super().__setattr__(name, value)
 
     # --- never a parameter ----------------------------------------------------------------
 
