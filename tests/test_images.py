@@ -286,6 +286,22 @@ def test_ollamas_500_for_a_text_only_model_is_raised_at_once_not_retried():
         assert server.request_count == 3
 
 
+def test_a_remote_model_that_reads_no_images_stops_an_evaluation():
+    # every example would send its image and fail the same way: the first refusal is fatal
+    with LLMTestServer(ScriptedEngine(lambda r: "never")) as server:  # no vision
+        engine = tg.get_engine("openai/text-model", base_url=server.openai_base_url, cache=False)
+        call = tg.LLMCall(engine)
+
+        def program(example):
+            return call([tg.Variable(example["q"], role_description="question"), image()])
+
+        evaluator = tg.Evaluator(program, lambda p, ex: 1.0, max_concurrency=1, progress=False)
+        with pytest.raises(tg.ImagesRefused) as caught:
+            evaluator.evaluate([{"q": f"question {i}"} for i in range(5)])
+        assert isinstance(caught.value, tg.ImagesNotSupported | tg.ProviderError)
+        assert server.request_count <= 2  # the one in flight when it stopped, not all five
+
+
 def test_a_413_with_images_says_to_shrink_them(vision_server):
     vision_server.inject(Fault("status", status=413, message="Request Entity Too Large"))
     engine = tg.get_engine("openai/gpt-4o", base_url=vision_server.openai_base_url, cache=False)

@@ -46,6 +46,7 @@ from textgraph.errors import (
     ArgumentError,
     AuthenticationError,
     EngineTimeout,
+    ImagesRefused,
     MalformedResponse,
     ProviderError,
     RateLimitError,
@@ -314,8 +315,10 @@ class HTTPEngine(Engine):
             images = request.images()
             if images and (error.status in IMAGE_REFUSAL_STATUS or refuses_images(str(error))):
                 # A model without vision (or an image it refuses) fails the request: say so,
-                # and never retry (Ollama answers a text-only model with a 500).
-                raise type(error)(
+                # and never retry (Ollama answers a text-only model with a 500). When the
+                # server says the model reads no images, that holds for every other request.
+                kind = ImagesRefused if refuses_images(str(error)) else type(error)
+                raise kind(
                     f"{error} ({image_note(error.status, images, self.model_name)})",
                     status=error.status,
                 ) from None
