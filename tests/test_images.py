@@ -556,3 +556,19 @@ def test_an_images_bytes_cannot_be_swapped_under_its_hash():
     tg.LLMCall(engine)(img)
     assert [call.images[0].data for call in engine.calls] == [PNG, PNG]
     assert img.sha256 == engine.calls[-1].images[0].sha256 and img.size == len(PNG)
+
+
+def test_an_image_written_into_a_prompt_template_is_refused_not_described():
+    # MetaPrompt renders its problem into the conductor's text: an image problem would reach
+    # the conductor as its one-line description only
+    engine = ScriptedEngine(lambda r: "never", vision=True)
+    expert = tg.Variable("You add numbers.", role_description="instructions of the adder")
+    meta = tg.MetaPrompt(engine, {"adder": expert})
+    with pytest.raises(tg.ArgumentError, match=r"template field \{problem\} got a tg.Image"):
+        meta(image())
+    assert engine.calls == []
+    from textgraph.prompts import render
+
+    with pytest.raises(tg.ArgumentError, match="never see the image"):
+        render("Look at {photo}", photo=image())
+    assert render("{a} and {b}", a="text", b=3) == "text and 3"  # other values as before
