@@ -572,3 +572,31 @@ def test_an_image_written_into_a_prompt_template_is_refused_not_described():
     with pytest.raises(tg.ArgumentError, match="never see the image"):
         render("Look at {photo}", photo=image())
     assert render("{a} and {b}", a="text", b=3) == "text and 3"  # other values as before
+
+
+def test_labeled_demos_are_not_made_from_the_text_of_examples_that_hold_images():
+    from textgraph.optim.demos import BootstrapFewShot
+
+    engine = ScriptedEngine(lambda r: "no idea", vision=True)  # nothing passes: labels only
+
+    class Reader(tg.Module):
+        def __init__(self):
+            self.demos = tg.Demos(role_description="examples", requires_grad=True)
+            self.call = tg.LLMCall(engine, "Read the total.", demos=self.demos)
+
+        async def aforward(self, example):
+            question = tg.Variable(example["question"], role_description="question")
+            return await self.call.acall([question, example["photo"]])
+
+    photo = [image(PNG + bytes([i])) for i in range(6)]
+    data = [{"photo": photo[i], "question": f"total {i}?", "answer": "7"} for i in range(6)]
+    module = Reader()
+    optimizer = BootstrapFewShot(max_bootstrapped=2, max_labeled=2)
+    metric = lambda p, ex: float(p == ex["answer"])  # noqa: E731
+    trainer = tg.Trainer(
+        module, None, optimizer=optimizer, metric=metric, train=data[:4], val=data[4:],
+        progress=False, max_steps=1, seed=0,
+    )  # fmt: skip
+    trainer.fit()
+    # a demo "total 3? -> 7" would show the question without the receipt it is about
+    assert module.demos.items == []
