@@ -449,6 +449,29 @@ def test_examples_holding_images_are_keyed_by_content():
     assert example_key(first) != example_key({"photo": image(bytes(changed)), "q": "total?"})
 
 
+def test_pydantic_examples_holding_images_are_evaluated_and_keyed_by_content():
+    from pydantic import BaseModel, ConfigDict
+
+    from textgraph.eval.evaluator import example_key
+
+    class Receipt(BaseModel):
+        model_config = ConfigDict(arbitrary_types_allowed=True)
+        photo: tg.Image
+        answer: str
+
+    assert example_key(Receipt(photo=image(), answer="7")) == example_key(
+        Receipt(photo=image(), answer="7")
+    )
+    assert example_key(Receipt(photo=image(), answer="7")) != example_key(
+        Receipt(photo=image(GIF), answer="7")
+    )
+    engine = ScriptedEngine(lambda r: "7", vision=True)
+    call = tg.LLMCall(engine)
+    evaluator = tg.Evaluator(lambda ex: call(ex.photo), lambda p, ex: float(p == ex.answer))
+    result = evaluator.evaluate([Receipt(photo=image(), answer="7")] * 2)
+    assert result.scores == [1.0, 1.0] and engine.calls[0].images[0].data == PNG
+
+
 def test_the_embedded_text_only_model_refuses_images_before_loading():
     try:
         engine = tg.get_engine("local/smollm2", cache=False)
