@@ -216,6 +216,23 @@ def test_anthropic_payload_has_base64_image_blocks_in_template_order(vision_serv
     assert base64.b64decode(body["messages"][0]["content"][1]["source"]["data"]) == PNG
 
 
+def test_anthropic_gets_no_whitespace_only_text_block_between_images(vision_server):
+    # Anthropic refuses a message whose text blocks are all whitespace ("\n\n" between two
+    # images of an LLMCall list, a template "{a} {b}"); the test server does as well
+    engine = tg.get_engine(
+        "anthropic/claude-3-5-haiku-latest",
+        base_url=vision_server.anthropic_base_url,
+        api_key="k-test",
+        cache=False,
+    )
+    assert tg.LLMCall(engine)([image(), image(GIF)]).value == "12.50"
+    two = tg.FormattedLLMCall(engine, "{a} {b}\n", ["a", "b"])(a=image(), b=image(GIF))
+    assert two.value == "12.50"
+    for request in vision_server.stats.requests:
+        assert [b["type"] for b in request.body["messages"][0]["content"]] == ["image", "image"]
+        assert [media for media, _ in request.images] == ["image/png", "image/gif"]
+
+
 def test_ollama_payload_has_images_beside_the_text_with_a_marker(vision_server):
     engine = tg.get_engine("ollama/llava", base_url=vision_server.ollama_host, cache=False)
     assert formatted_call(engine).value == "12.50"

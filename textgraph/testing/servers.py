@@ -284,6 +284,10 @@ def _message(protocol: str, index: int, m: object) -> Message | None:
     if isinstance(content, list) and protocol in ("openai", "anthropic"):
         read = _openai_part if protocol == "openai" else _anthropic_part
         parts = [read(p, f"{where}.content.{i}") for i, p in enumerate(content)]
+        texts = [p.text for p in parts if isinstance(p, TextPart)]
+        if protocol == "anthropic" and texts and not any(t.strip() for t in texts):
+            # Anthropic accepts a whitespace-only text block only beside non-whitespace text
+            raise BadRequest(f"{where}: text content blocks must contain non-whitespace text")
     elif not isinstance(content, str):
         raise BadRequest(f"{where}: content must be a string or a list of content parts")
     if protocol == "ollama" and m.get("images") is not None:
