@@ -319,6 +319,26 @@ def test_a_remote_model_that_reads_no_images_stops_an_evaluation():
         assert server.request_count <= 2  # the one in flight when it stopped, not all five
 
 
+@pytest.mark.parametrize(
+    ("message", "model_reads_no_images"),
+    [
+        ("this model is missing data required for image input", True),  # Ollama
+        ("Invalid content type. image_url is only supported by certain models.", True),  # OpenAI
+        ("image input is not supported - hint: you may need to provide the mmproj", True),
+        ("This model does not support images", True),
+        ("the model does not support image format bmp", False),  # this image, not the model
+        ("Image does not match the provided media type image/png", False),
+        ("Could not process image", False),
+    ],
+)
+def test_only_a_server_saying_the_model_reads_no_images_is_a_refusal(
+    message, model_reads_no_images
+):
+    from textgraph.engines.http import refuses_images
+
+    assert refuses_images(message) is model_reads_no_images
+
+
 def test_a_413_with_images_says_to_shrink_them(vision_server):
     vision_server.inject(Fault("status", status=413, message="Request Entity Too Large"))
     engine = tg.get_engine("openai/gpt-4o", base_url=vision_server.openai_base_url, cache=False)

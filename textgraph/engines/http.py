@@ -61,7 +61,8 @@ IMAGE_REFUSAL_STATUS = frozenset({400, 413, 415, 422})
 # server "image input is not supported", OpenAI "image_url is only supported by certain models".
 _IMAGE_REFUSAL = re.compile(
     r"missing data required for image input|image input is not supported"
-    r"|does not support (?:image|vision|multimodal)|(?:image_url|image input) is only supported",
+    r"|does not support (?:image input|images|vision|multimodal)"
+    r"|(?:image_url|image input) is only supported",
     re.IGNORECASE,
 )
 
