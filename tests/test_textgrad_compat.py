@@ -144,6 +144,12 @@ def test_formatted_llm_call_takes_textgrads_fields_dict_and_call_form():
     # a template whose own field is called {inputs} keeps it as a field
     own = tg.FormattedLLMCall(engine, "Use {inputs}", ["inputs"])
     assert own(inputs=question).predecessors == (question,)
+    # TextGrad's LLMCall takes response_role_description= too
+    answered = tg.BlackboxLLM(engine)(question, response_role_description="answer to the question")
+    assert answered.role_description == "answer to the question"
+    assert tg.LLMCall(engine)(question).role_description == "response from the language model"
+    with pytest.raises(tg.ArgumentError, match="LLMCall response_role_description= must be"):
+        tg.LLMCall(engine)(question, response_role_description=3)
 
 
 def test_set_backward_engine_accepts_a_model_string(monkeypatch):

@@ -74,6 +74,19 @@ def _system_variable(system_prompt: Variable | str | None) -> Variable | None:
     )
 
 
+def output_role(given: object, default: str | None, owner: str) -> str | None:
+    """A call's `response_role_description` (TextGrad's name for the output's role), checked;
+    `default` when not given."""
+    if given is None:
+        return default
+    if not isinstance(given, str) or not given.strip():
+        raise ArgumentError(
+            f"{owner} response_role_description= must be a non-empty str (what the reply is, "
+            f"e.g. 'evaluation of the answer'), got {given!r}"
+        )
+    return given
+
+
 def _demos(demos: object) -> Demos | None:
     if demos is None or isinstance(demos, Demos):
         return demos
@@ -303,12 +316,19 @@ class LLMCall(_LLMOperation):
             demos=demos,
         )
 
-    def __call__(self, input: Variable | Sequence[Variable]) -> Variable:
-        return run_sync(self.acall(input))
+    def __call__(
+        self, input: Variable | Sequence[Variable], *, response_role_description: str | None = None
+    ) -> Variable:
+        return run_sync(self.acall(input, response_role_description=response_role_description))
 
-    async def acall(self, input: Variable | Sequence[Variable]) -> Variable:
+    async def acall(
+        self, input: Variable | Sequence[Variable], *, response_role_description: str | None = None
+    ) -> Variable:
         """One input is the user message; a list of inputs (text and tg.Image) is one user
-        message of their values in order, texts separated by a blank line."""
+        message of their values in order, texts separated by a blank line.
+        `response_role_description` (as in TextGrad) names the output of this call; None: the
+        op's role_description."""
+        role = output_role(response_role_description, self.role_description, "LLMCall")
         if isinstance(input, (list, tuple)):
             inputs = ensure_variables(input, "LLMCall inputs")
         else:
@@ -320,7 +340,7 @@ class LLMCall(_LLMOperation):
             segments.append(v if isinstance(v, Image) else v.value)
         user = user_content(segments)
         text, node = await self._generate(self._inputs(*inputs), user, content_text(user))
-        return Variable._from_op(text, role_description=self.role_description, node=node)
+        return Variable._from_op(text, role_description=role, node=node)
 
     def describe(self, node: Node, elide: Variable | None = None) -> str:
         users = node.inputs[len(self._prefix()) :]
@@ -473,12 +493,7 @@ class FormattedLLMCall(_LLMOperation):
         if "response_role_description" in fields and (
             "response_role_description" not in self.field_names
         ):
-            role = fields.pop("response_role_description")
-            if not isinstance(role, str) or not role.strip():
-                raise ArgumentError(
-                    "FormattedLLMCall response_role_description= must be a non-empty str "
-                    f"(what the reply is, e.g. 'evaluation of the answer'), got {role!r}"
-                )
+            role = output_role(fields.pop("response_role_description"), None, "FormattedLLMCall")
         if "inputs" in fields and "inputs" not in self.field_names:
             inputs = fields.pop("inputs")
             if not isinstance(inputs, Mapping):
