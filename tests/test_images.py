@@ -16,6 +16,7 @@ from textgraph.engines.content import ImagePart, TextPart
 from textgraph.engines.managed import ManagedEngine
 from textgraph.engines.providers.llamacpp import LlamaCppEngine
 from textgraph.testing import LLMTestServer
+from textgraph.testing.servers import Fault
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"SECRET-PIXELS-" * 40
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + b"j" * 50
@@ -107,6 +108,10 @@ def test_a_message_of_parts_reads_as_text_and_dumps_no_bytes():
         Message(role="system", parts=[part])
     with pytest.raises(ValueError, match="sha256 and size must be those of its bytes"):
         ImagePart(data=PNG, media_type="image/png", sha256="0" * 64)
+    # as tg.Image does: a type the bytes contradict would be a 400 from Anthropic
+    with pytest.raises(ValueError, match="bytes are image/png but its media_type is 'image/jpeg'"):
+        ImagePart(data=PNG, media_type="image/jpeg")
+    assert ImagePart(data=PNG, media_type=None).media_type == "image/png"
 
 
 def test_text_only_engines_refuse_images_and_send_nothing():
@@ -211,6 +216,23 @@ def test_anthropic_payload_has_base64_image_blocks_in_template_order(vision_serv
     assert base64.b64decode(body["messages"][0]["content"][1]["source"]["data"]) == PNG
 
 
+def test_anthropic_gets_no_whitespace_only_text_block_between_images(vision_server):
+    # Anthropic refuses a message whose text blocks are all whitespace ("\n\n" between two
+    # images of an LLMCall list, a template "{a} {b}"); the test server does as well
+    engine = tg.get_engine(
+        "anthropic/claude-3-5-haiku-latest",
+        base_url=vision_server.anthropic_base_url,
+        api_key="k-test",
+        cache=False,
+    )
+    assert tg.LLMCall(engine)([image(), image(GIF)]).value == "12.50"
+    two = tg.FormattedLLMCall(engine, "{a} {b}\n", ["a", "b"])(a=image(), b=image(GIF))
+    assert two.value == "12.50"
+    for request in vision_server.stats.requests:
+        assert [b["type"] for b in request.body["messages"][0]["content"]] == ["image", "image"]
+        assert [media for media, _ in request.images] == ["image/png", "image/gif"]
+
+
 def test_ollama_payload_has_images_beside_the_text_with_a_marker(vision_server):
     engine = tg.get_engine("ollama/llava", base_url=vision_server.ollama_host, cache=False)
     assert formatted_call(engine).value == "12.50"
@@ -262,6 +284,67 @@ def test_a_text_only_remote_model_is_one_clear_400_not_a_retry_storm():
         assert "carried 1 image(s)" in str(caught.value) and "vision model" in str(caught.value)
         assert server.request_count == 1  # raised at once, never retried
         assert B64 not in str(caught.value)
+
+
+def test_ollamas_500_for_a_text_only_model_is_raised_at_once_not_retried():
+    # Ollama answers images sent to a text-only model with a 500 ("this model is missing data
+    # required for image input"); retrying resends the image and cannot succeed.
+    with LLMTestServer(ScriptedEngine(lambda r: "never")) as server:  # no vision
+        engine = tg.get_engine("ollama/qwen3", base_url=server.ollama_host, cache=False)
+        with pytest.raises(tg.ProviderError) as caught:
+            tg.LLMCall(engine)(image())
+        assert caught.value.status == 500 and not caught.value.retryable
+        assert "missing data required for image input" in str(caught.value)
+        assert "use a vision model" in str(caught.value)
+        assert server.request_count == 1
+        # a 500 without the words is an outage, retried as before
+        server.inject(Fault("status", status=500))
+        assert tg.LLMCall(engine)(tg.Variable("hi", role_description="q")).value == "never"
+        assert server.request_count == 3
+
+
+def test_a_remote_model_that_reads_no_images_stops_an_evaluation():
+    # every example would send its image and fail the same way: the first refusal is fatal
+    with LLMTestServer(ScriptedEngine(lambda r: "never")) as server:  # no vision
+        engine = tg.get_engine("openai/text-model", base_url=server.openai_base_url, cache=False)
+        call = tg.LLMCall(engine)
+
+        def program(example):
+            return call([tg.Variable(example["q"], role_description="question"), image()])
+
+        evaluator = tg.Evaluator(program, lambda p, ex: 1.0, max_concurrency=1, progress=False)
+        with pytest.raises(tg.ImagesRefused) as caught:
+            evaluator.evaluate([{"q": f"question {i}"} for i in range(5)])
+        assert isinstance(caught.value, tg.ImagesNotSupported | tg.ProviderError)
+        assert server.request_count <= 2  # the one in flight when it stopped, not all five
+
+
+@pytest.mark.parametrize(
+    ("message", "model_reads_no_images"),
+    [
+        ("this model is missing data required for image input", True),  # Ollama
+        ("Invalid content type. image_url is only supported by certain models.", True),  # OpenAI
+        ("image input is not supported - hint: you may need to provide the mmproj", True),
+        ("This model does not support images", True),
+        ("the model does not support image format bmp", False),  # this image, not the model
+        ("Image does not match the provided media type image/png", False),
+        ("Could not process image", False),
+    ],
+)
+def test_only_a_server_saying_the_model_reads_no_images_is_a_refusal(
+    message, model_reads_no_images
+):
+    from textgraph.engines.http import refuses_images
+
+    assert refuses_images(message) is model_reads_no_images
+
+
+def test_a_413_with_images_says_to_shrink_them(vision_server):
+    vision_server.inject(Fault("status", status=413, message="Request Entity Too Large"))
+    engine = tg.get_engine("openai/gpt-4o", base_url=vision_server.openai_base_url, cache=False)
+    with pytest.raises(tg.ProviderError, match=r"2 image\(s\), 1.1 KB in all; shrink them"):
+        tg.LLMCall(engine)([image(), image()])
+    assert vision_server.request_count == 1
 
 
 # --- caching by hash ------------------------------------------------------------------------
@@ -403,6 +486,29 @@ def test_examples_holding_images_are_keyed_by_content():
     assert example_key(first) != example_key({"photo": image(bytes(changed)), "q": "total?"})
 
 
+def test_pydantic_examples_holding_images_are_evaluated_and_keyed_by_content():
+    from pydantic import BaseModel, ConfigDict
+
+    from textgraph.eval.evaluator import example_key
+
+    class Receipt(BaseModel):
+        model_config = ConfigDict(arbitrary_types_allowed=True)
+        photo: tg.Image
+        answer: str
+
+    assert example_key(Receipt(photo=image(), answer="7")) == example_key(
+        Receipt(photo=image(), answer="7")
+    )
+    assert example_key(Receipt(photo=image(), answer="7")) != example_key(
+        Receipt(photo=image(GIF), answer="7")
+    )
+    engine = ScriptedEngine(lambda r: "7", vision=True)
+    call = tg.LLMCall(engine)
+    evaluator = tg.Evaluator(lambda ex: call(ex.photo), lambda p, ex: float(p == ex.answer))
+    result = evaluator.evaluate([Receipt(photo=image(), answer="7")] * 2)
+    assert result.scores == [1.0, 1.0] and engine.calls[0].images[0].data == PNG
+
+
 def test_the_embedded_text_only_model_refuses_images_before_loading():
     try:
         engine = tg.get_engine("local/smollm2", cache=False)
@@ -452,3 +558,105 @@ def test_image_bytes_echoed_in_a_provider_error_are_elided():
 def test_an_image_cannot_be_a_system_prompt():
     with pytest.raises(tg.ArgumentError, match="images in user messages only"):
         tg.LLMCall(ScriptedEngine(lambda r: "x", vision=True), image())
+
+
+def test_base64_text_or_a_data_uri_given_as_a_path_says_to_decode_it_and_echoes_no_bytes():
+    for text, words in [(B64, "base64 text"), ("data:image/png;base64," + B64, "a data URI")]:
+        with pytest.raises(tg.ImageError, match=words) as caught:
+            tg.Image(text, role_description="x")
+        assert "b64decode" in str(caught.value) and B64[:40] not in str(caught.value)
+    # a long path that is not base64 is a typed error too (not a bare OSError), shortened
+    long_path = "no such folder/" + "receipt " * 80 + ".png"
+    with pytest.raises(tg.ImageError, match=r"does not exist|cannot be read") as caught:
+        tg.Image(long_path, role_description="x")
+    assert len(str(caught.value)) < 300
+    with pytest.raises(tg.ImageError, match="cannot be read"):
+        tg.Image("x" * 5000 + ".png", role_description="x")  # longer than a file name may be
+
+
+def test_losses_refuse_to_judge_an_image_by_its_description():
+    judge = ScriptedEngine(lambda r: "looks fine", vision=True)
+    question = tg.Variable("What is the total?", role_description="question")
+    losses = [
+        lambda: tg.TextLoss("Is the receipt legible?", engine=judge)(image()),
+        lambda: tg.FusedTextLoss("Is the receipt legible?", engine=judge)(image()),
+        lambda: tg.MultiFieldEvaluation(
+            "Does the answer match the receipt?", ["question", "receipt"], engine=judge
+        )([question, image()]),
+        lambda: tg.MetricLoss(lambda p, t: 1.0, engine=judge)(image(), "12.50"),
+    ]
+    for loss in losses:
+        with pytest.raises(tg.ArgumentError, match="only a description") as caught:
+            loss()
+        assert "not the image" in str(caught.value)
+    assert judge.calls == []  # nothing judged a description in the image's place
+    answer = tg.LLMCall(judge)([question, image()])  # what was computed from it is judged
+    assert tg.TextLoss("Is the answer right?", engine=judge)(answer).value == "looks fine"
+
+
+def test_textgrads_image_variable_idioms_say_what_to_write():
+    # TextGrad: tg.Variable(image_bytes, role_description=..., requires_grad=False)
+    with pytest.raises(tg.ArgumentError, match=r"568 bytes.*tg\.Image\(image_bytes") as caught:
+        tg.Variable(PNG, role_description="image to answer a question about")
+    assert "MultimodalLLMCall" in str(caught.value) and "SECRET" not in str(caught.value)
+    assert tg.Image(PNG, role_description="x", requires_grad=False).requires_grad is False
+    with pytest.raises(tg.ArgumentError, match="cannot require a gradient"):
+        tg.Image(PNG, role_description="the receipt", requires_grad=True)
+
+
+def test_an_images_bytes_cannot_be_swapped_under_its_hash():
+    engine = ScriptedEngine(lambda r: "ok", vision=True)
+    img = image()
+    tg.LLMCall(engine)(img)
+    other = bytearray(PNG)
+    other[-1] ^= 1
+    for name, value in [("data", bytes(other)), ("sha256", "0" * 64), ("media_type", "image/gif")]:
+        with pytest.raises(tg.ArgumentError, match=f"{name} cannot be changed"):
+            setattr(img, name, value)
+    tg.LLMCall(engine)(img)
+    assert [call.images[0].data for call in engine.calls] == [PNG, PNG]
+    assert img.sha256 == engine.calls[-1].images[0].sha256 and img.size == len(PNG)
+
+
+def test_an_image_written_into_a_prompt_template_is_refused_not_described():
+    # MetaPrompt renders its problem into the conductor's text: an image problem would reach
+    # the conductor as its one-line description only
+    engine = ScriptedEngine(lambda r: "never", vision=True)
+    expert = tg.Variable("You add numbers.", role_description="instructions of the adder")
+    meta = tg.MetaPrompt(engine, {"adder": expert})
+    with pytest.raises(tg.ArgumentError, match=r"template field \{problem\} got a tg.Image"):
+        meta(image())
+    assert engine.calls == []
+    from textgraph.prompts import render
+
+    with pytest.raises(tg.ArgumentError, match="never see the image"):
+        render("Look at {photo}", photo=image())
+    assert render("{a} and {b}", a="text", b=3) == "text and 3"  # other values as before
+
+
+def test_labeled_demos_are_not_made_from_the_text_of_examples_that_hold_images():
+    from textgraph.optim.demos import BootstrapFewShot
+
+    engine = ScriptedEngine(lambda r: "no idea", vision=True)  # nothing passes: labels only
+
+    class Reader(tg.Module):
+        def __init__(self):
+            self.demos = tg.Demos(role_description="examples", requires_grad=True)
+            self.call = tg.LLMCall(engine, "Read the total.", demos=self.demos)
+
+        async def aforward(self, example):
+            question = tg.Variable(example["question"], role_description="question")
+            return await self.call.acall([question, example["photo"]])
+
+    photo = [image(PNG + bytes([i])) for i in range(6)]
+    data = [{"photo": photo[i], "question": f"total {i}?", "answer": "7"} for i in range(6)]
+    module = Reader()
+    optimizer = BootstrapFewShot(max_bootstrapped=2, max_labeled=2)
+    metric = lambda p, ex: float(p == ex["answer"])  # noqa: E731
+    trainer = tg.Trainer(
+        module, None, optimizer=optimizer, metric=metric, train=data[:4], val=data[4:],
+        progress=False, max_steps=1, seed=0,
+    )  # fmt: skip
+    trainer.fit()
+    # a demo "total 3? -> 7" would show the question without the receipt it is about
+    assert module.demos.items == []

@@ -111,6 +111,47 @@ def test_format_string_and_gradient_memory_say_what_to_write_instead():
     assert ok(q=tg.Variable("1+1", role_description="question")).value == "x"
 
 
+def test_formatted_llm_call_takes_textgrads_fields_dict_and_call_form():
+    # TextGrad: FormattedLLMCall(engine, format_string, fields={name: None}, system_prompt) and
+    # call(inputs={...}, response_role_description=...); only format_string= is spelled template=
+    engine = ScriptedEngine(lambda r: "correct")
+    system = tg.Variable("Judge the answer.", role_description="judge prompt", requires_grad=True)
+    judge = tg.FormattedLLMCall(
+        engine,
+        template="Question: {question}\nAnswer: {answer}",
+        fields={"question": None, "answer": {}},
+        system_prompt=system,
+    )
+    question = tg.Variable("What is 2+2?", role_description="question")
+    answer = tg.Variable("4", role_description="answer", requires_grad=True)
+    verdict = judge(
+        inputs={"question": question, "answer": answer},
+        response_role_description="evaluation of the answer",
+    )
+    assert verdict.value == "correct" and verdict.role_description == "evaluation of the answer"
+    assert engine.calls[-1].request.messages[-1].content == "Question: What is 2+2?\nAnswer: 4"
+    assert verdict.predecessors == (system, question, answer)
+    again = judge(question=question, answer=answer)  # the textgraph form, unchanged
+    assert again.role_description == "response from the language model"
+    with pytest.raises(tg.ArgumentError, match=r"missing \['answer'\]"):
+        judge(inputs={"question": question})
+    with pytest.raises(tg.ArgumentError, match=r"\['question'\] both in inputs= and as keywords"):
+        judge(inputs={"question": question, "answer": answer}, question=question)
+    with pytest.raises(tg.ArgumentError, match=r"inputs= .* must be a dict"):
+        judge(inputs=[question, answer])
+    with pytest.raises(tg.ArgumentError, match="response_role_description= must be a non-empty"):
+        judge(question=question, answer=answer, response_role_description="")
+    # a template whose own field is called {inputs} keeps it as a field
+    own = tg.FormattedLLMCall(engine, "Use {inputs}", ["inputs"])
+    assert own(inputs=question).predecessors == (question,)
+    # TextGrad's LLMCall takes response_role_description= too
+    answered = tg.BlackboxLLM(engine)(question, response_role_description="answer to the question")
+    assert answered.role_description == "answer to the question"
+    assert tg.LLMCall(engine)(question).role_description == "response from the language model"
+    with pytest.raises(tg.ArgumentError, match="LLMCall response_role_description= must be"):
+        tg.LLMCall(engine)(question, response_role_description=3)
+
+
 def test_set_backward_engine_accepts_a_model_string(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0000")
     with pytest.warns(UserWarning, match="openai/gpt-4o"):

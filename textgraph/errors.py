@@ -130,4 +130,11 @@ class ImageError(ArgumentError):
 class ImagesNotSupported(ConfigurationError):
     """A request carrying images was given to an engine that reads text only (the local
     llama.cpp model, a ScriptedEngine without vision=True, a duck-typed engine that does not
-    declare `supports_images = True`). Nothing was sent."""
+    declare `supports_images = True`). Nothing was sent; see ImagesRefused for a remote model
+    that answers so."""
+
+
+class ImagesRefused(ProviderError, ImagesNotSupported):
+    """A remote model answered that it cannot read images (a text-only model behind an
+    OpenAI-compatible, Anthropic or Ollama API). Never retried, and like ImagesNotSupported it
+    stops an evaluation or a run: every other request with images would fail the same way."""

@@ -10,6 +10,7 @@ is evidence, not a parameter: it never requires a gradient and no optimizer may 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from textgraph import _media
@@ -22,6 +23,7 @@ from textgraph.variable import Variable
 MAX_IMAGE_BYTES = _media.DEFAULT_MAX_IMAGE_BYTES
 
 _MEDIA_ALIASES = {"image/jpg": "image/jpeg"}
+_READ_ONLY = frozenset({"data", "source", "sha256", "size", "media_type"})
 
 
 class Image(Variable):
@@ -30,7 +32,8 @@ class Image(Variable):
     path_or_bytes: a path (str or os.PathLike) to a PNG, JPEG, GIF or WEBP file, or the
         image's bytes. media_type: 'image/png', 'image/jpeg', 'image/gif' or 'image/webp';
         when None it is read from the file's first bytes. max_bytes: the size limit (None:
-        MAX_IMAGE_BYTES, 20 MiB).
+        MAX_IMAGE_BYTES, 20 MiB). requires_grad: only False (TextGrad code passes it); an
+        image is never optimized.
 
     `.data` is the bytes, `.sha256` their hash (what caches key on), `.size` their length,
     `.media_type` the type; `.value` and `str()` are the description.
@@ -44,21 +47,52 @@ class Image(Variable):
         media_type: str | None = None,
         name: str | None = None,
         max_bytes: int | None = None,
+        requires_grad: bool = False,
     ) -> None:
+        if requires_grad is not False:  # False is accepted: TextGrad code passes it
+            self.role_description = role_description
+            self.requires_grad = requires_grad  # raises, saying what to optimize instead
         limit = MAX_IMAGE_BYTES if max_bytes is None else max_bytes
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ArgumentError(f"max_bytes must be an int >= 1 (bytes), got {max_bytes!r}")
         data, source = _read(path_or_bytes, limit)
-        self.data: bytes = data
-        self.source: str = source
-        self.sha256: str = sha256_of(data)
-        self.size: int = len(data)
-        self.media_type: str = _media_type(data, media_type, source)
+        self._data, self._source, self._sha256 = data, source, sha256_of(data)
+        self._media_type = _media_type(data, media_type, source)
         super().__init__(
             describe_image(self.sha256, self.size, self.media_type),
             role_description=role_description,
             name=name,
         )
+
+    # --- content-hashed, so read-only: new bytes are a new tg.Image --------------------------
+
+    @property
+    def data(self) -> bytes:
+        return self._data
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    @property
+    def media_type(self) -> str:
+        return self._media_type
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _READ_ONLY:
+            raise ArgumentError(
+                f"a tg.Image's {name} cannot be changed: the image is identified by its bytes "
+                "(caches key on their sha256); make a new tg.Image for other bytes"
+            )
+        super().__setattr__(name, value)
 
     # --- never a parameter ----------------------------------------------------------------
 
@@ -116,16 +150,20 @@ def _read(path_or_bytes: object, limit: int) -> tuple[bytes, str]:
         data = bytes(path_or_bytes)
         source = "<bytes>"
     elif isinstance(path_or_bytes, (str, os.PathLike)):
+        _refuse_encoded_text(path_or_bytes)
         path = Path(path_or_bytes)
-        source = str(path)
-        if not path.exists():
-            raise ImageError(f"image file {source!r} does not exist; check the path")
-        if not path.is_file():
-            raise ImageError(f"image path {source!r} is not a file")
-        size = path.stat().st_size
-        if size > limit:
-            raise ImageError(_too_large(source, size, limit))
-        data = path.read_bytes()
+        source = _shorten(str(path))
+        try:
+            if not path.exists():
+                raise ImageError(f"image file {source!r} does not exist; check the path")
+            if not path.is_file():
+                raise ImageError(f"image path {source!r} is not a file")
+            size = path.stat().st_size
+            if size > limit:
+                raise ImageError(_too_large(source, size, limit))
+            data = path.read_bytes()
+        except OSError as exc:  # unreadable, a name too long for the file system...
+            raise ImageError(f"image file {source!r} cannot be read ({exc.strerror})") from None
     else:
         raise ImageError(
             "tg.Image takes a path (str or pathlib.Path) or the image's bytes, got "
@@ -136,6 +174,36 @@ def _read(path_or_bytes: object, limit: int) -> tuple[bytes, str]:
     if len(data) > limit:
         raise ImageError(_too_large(source, len(data), limit))
     return data, source
+
+
+# A str this long, all base64 characters, is an image's encoded bytes, not a path.
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\r\n]{200,}")
+
+
+def _refuse_encoded_text(value: str | os.PathLike[str]) -> None:
+    """A data URI or base64 text given as a path: say how to pass the bytes (and never echo
+    them in the message)."""
+    if not isinstance(value, str):
+        return
+    if value[:5].lower() == "data:" and ";base64," in value[:100]:
+        kind = "a data URI"
+        decode = "base64.b64decode(uri.split(',', 1)[1])"
+    elif _BASE64_TEXT.fullmatch(value):
+        kind = "base64 text"
+        decode = "base64.b64decode(text)"
+    else:
+        return
+    raise ImageError(
+        f"tg.Image got {kind} ({len(value)} characters) where it takes a path or the image's "
+        f"bytes; decode it first: tg.Image({decode}, role_description=...)"
+    )
+
+
+def _shorten(source: str, limit: int = 120) -> str:
+    """A path for a message: long ones cut in the middle."""
+    if len(source) <= limit:
+        return source
+    return f"{source[: limit // 2]}\u2026{source[-limit // 2 :]}"
 
 
 def _too_large(source: str, size: int, limit: int) -> str:

@@ -122,6 +122,14 @@ class Variable:
         requires_grad: bool = False,
         name: str | None = None,
     ) -> None:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raise ArgumentError(
+                f"tg.Variable holds text and got {len(value)} bytes. For an image (TextGrad's "
+                "tg.Variable(image_bytes, ...)) write tg.Image(image_bytes, role_description=...) "
+                "and pass it to tg.LLMCall in a list with the question, "
+                "tg.LLMCall(engine)([image, question]) (TextGrad's MultimodalLLMCall); see "
+                "docs/images.md. For text, decode it first: data.decode('utf-8')"
+            )
         self._value = _check_text(value, "Variable value")
         if role_description is None or not str(role_description).strip():
             raise ArgumentError(

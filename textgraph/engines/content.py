@@ -56,6 +56,13 @@ class ImagePart(BaseModel):
                 f"image media type {self.media_type!r} is not one providers accept; use one "
                 f"of {list(SUPPORTED_MEDIA_TYPES)}"
             )
+        sniffed = sniff_media_type(self.data)
+        if sniffed is not None and sniffed != self.media_type:
+            raise ValueError(
+                f"an image part's bytes are {sniffed} but its media_type is "
+                f"{self.media_type!r} (providers refuse the mismatch); leave media_type=None "
+                "to use what the bytes say"
+            )
         if self.sha256 != sha256_of(self.data) or self.size != len(self.data):
             raise ValueError("an image part's sha256 and size must be those of its bytes")
         return self

@@ -19,6 +19,7 @@ import asyncio
 import functools
 import json
 import random
+import re
 import ssl
 import time
 import weakref
@@ -29,6 +30,7 @@ from typing import Any
 import httpx
 import tenacity
 
+from textgraph._media import human_size
 from textgraph.engines.base import (
     LONE_SURROGATE,
     ChatRequest,
@@ -37,12 +39,14 @@ from textgraph.engines.base import (
     estimated_prompt_tokens,
 )
 from textgraph.engines.checks import check_int, check_number, check_optional_int, split_base_url
+from textgraph.engines.content import ImagePart
 from textgraph.engines.limits import RateLimiter
 from textgraph.engines.redact import MIN_SECRET_LENGTH, redact
 from textgraph.errors import (
     ArgumentError,
     AuthenticationError,
     EngineTimeout,
+    ImagesRefused,
     MalformedResponse,
     ProviderError,
     RateLimitError,
@@ -50,6 +54,33 @@ from textgraph.errors import (
 )
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+# Statuses a request with images gets when the model or the image is refused; never retried.
+IMAGE_REFUSAL_STATUS = frozenset({400, 413, 415, 422})
+# What servers say, whatever the status, when the model cannot read images: Ollama answers a
+# text-only model with a 500 "this model is missing data required for image input", llama.cpp's
+# server "image input is not supported", OpenAI "image_url is only supported by certain models".
+_IMAGE_REFUSAL = re.compile(
+    r"missing data required for image input|image input is not supported"
+    r"|does not support (?:image input|images|vision|multimodal)"
+    r"|(?:image_url|image input) is only supported",
+    re.IGNORECASE,
+)
+
+
+def refuses_images(message: str) -> bool:
+    """Whether a provider's error message says the model cannot take images."""
+    return _IMAGE_REFUSAL.search(message) is not None
+
+
+def image_note(status: int | None, images: tuple[ImagePart, ...], model: str) -> str:
+    """What a refused request with images should tell the user to do."""
+    carried = f"the request carried {len(images)} image(s)"
+    if status == 413:
+        total = human_size(sum(image.size for image in images))
+        return f"{carried}, {total} in all; shrink them or send fewer"
+    return f"{carried}; if {model!r} cannot read images, use a vision model or leave the image out"
+
+
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -283,12 +314,13 @@ class HTTPEngine(Engine):
         if raw.status_code >= 400:
             error = self._status_error(raw)
             images = request.images()
-            if images and error.status in (400, 413, 415, 422):
-                # A model without vision (or an image it refuses) fails the request: say so.
-                raise type(error)(
-                    f"{error} (the request carried {len(images)} image(s); if "
-                    f"{self.model_name!r} cannot read images, use a vision model or leave "
-                    "the image out)",
+            if images and (error.status in IMAGE_REFUSAL_STATUS or refuses_images(str(error))):
+                # A model without vision (or an image it refuses) fails the request: say so,
+                # and never retry (Ollama answers a text-only model with a 500). When the
+                # server says the model reads no images, that holds for every other request.
+                kind = ImagesRefused if refuses_images(str(error)) else type(error)
+                raise kind(
+                    f"{error} ({image_note(error.status, images, self.model_name)})",
                     status=error.status,
                 ) from None
             raise error

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 
 from textgraph._sync import run_sync
 from textgraph.candidate import Candidate, candidate_values, module_values, values_id
@@ -96,7 +97,10 @@ class _ExampleUsage(CallObserver):
 def example_key(example: Any) -> str:
     """A stable fingerprint of an example (for the evaluation cache)."""
     if isinstance(example, BaseModel):
-        example = example.model_dump(mode="json")
+        try:
+            example = example.model_dump(mode="json")
+        except PydanticSerializationError:  # a field pydantic cannot write (a tg.Image)
+            example = example.model_dump()
     blob = json.dumps(example, sort_keys=True, ensure_ascii=False, default=_fingerprint)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 

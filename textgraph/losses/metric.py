@@ -11,7 +11,7 @@ from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.errors import ArgumentError
 from textgraph.eval.score import as_score, to_score
 from textgraph.losses.base import Loss
-from textgraph.ops.base import Node, shown
+from textgraph.ops.base import Node, refuse_images, shown
 from textgraph.prompts import fence, render_file
 from textgraph.variable import Variable, ensure_variable
 
@@ -47,6 +47,11 @@ class MetricLoss(Loss):
 
     async def acall(self, prediction: Variable, target: Variable | Any) -> Variable:
         prediction = ensure_variable(prediction, "MetricLoss prediction")
+        refuse_images(
+            (prediction, *([target] if isinstance(target, Variable) else [])),
+            "tg.MetricLoss",
+            "The metric would score that line, not the image; score what was computed from it",
+        )
         target_value = target.value if isinstance(target, Variable) else target
         scored = to_score(self.metric(prediction.value, target_value), f"metric {self.metric_name}")
         score = scored.value

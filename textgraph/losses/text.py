@@ -15,9 +15,23 @@ from textgraph.engines.base import ChatRequest, Engine, call_engine
 from textgraph.engines.context import check_engine, resolve_engine
 from textgraph.errors import ArgumentError
 from textgraph.losses.base import Loss
-from textgraph.ops.base import BackwardContext, Feedback, Node, llm_backward, shown
+from textgraph.ops.base import (
+    BackwardContext,
+    Feedback,
+    Node,
+    llm_backward,
+    refuse_images,
+    shown,
+)
 from textgraph.prompts import fence, render_file
 from textgraph.variable import Variable, ensure_variable, ensure_variables
+
+# The judge reads text: an image field would reach it only as its description.
+JUDGE_SEES_TEXT = (
+    "The judge would see only that line, not the image. Evaluate what was computed from the "
+    "image (the answer of the tg.LLMCall that read it); to have a model judge against the image "
+    "itself, make the judgement a tg.FormattedLLMCall with the image as a field"
+)
 
 
 def _instruction_variable(instruction: str | Variable) -> Variable:
@@ -50,6 +64,7 @@ class _Evaluation(Loss):
         self.engine = engine
 
     async def _evaluate(self, fields: tuple[Variable, ...], roles: list[str]) -> Variable:
+        refuse_images(fields, f"tg.{type(self).__name__}", JUDGE_SEES_TEXT)
         engine = resolve_engine(self.engine, what=f"{type(self).__name__}", role="backward_engine")
         system = render_file("loss_system", instruction=fence(self.instruction.value))
         what = roles[0] if len(roles) == 1 else "fields"

@@ -103,15 +103,22 @@ def shown(variable: Variable, elide: Variable | None) -> str:
     return fence(render() if callable(render) else variable.value)
 
 
-def refuse_images(variables: tuple[Variable, ...], what: str) -> None:
+IMAGES_GO_TO_CALLS = (
+    "Pass images to tg.LLMCall (alone or in a list of inputs) or as a tg.FormattedLLMCall "
+    "field, where the model receives the image itself"
+)
+
+
+def refuse_images(
+    variables: tuple[Variable, ...], what: str, instead: str = IMAGES_GO_TO_CALLS
+) -> None:
     """Ops that work on text refuse a tg.Image: its text is only a description, and
-    joining or searching that would quietly drop the image."""
+    joining, searching or judging that would quietly drop the image."""
     for v in variables:
         if isinstance(v, Image):
             raise ArgumentError(
                 f"{what} works on text and got a tg.Image ({v.value}); its text is only a "
-                "description. Pass images to tg.LLMCall (alone or in a list of inputs) or as "
-                "a tg.FormattedLLMCall field, where the model receives the image itself"
+                f"description. {instead}"
             )
 
 

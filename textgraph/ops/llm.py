@@ -74,6 +74,19 @@ def _system_variable(system_prompt: Variable | str | None) -> Variable | None:
     )
 
 
+def output_role(given: object, default: str | None, owner: str) -> str | None:
+    """A call's `response_role_description` (TextGrad's name for the output's role), checked;
+    `default` when not given."""
+    if given is None:
+        return default
+    if not isinstance(given, str) or not given.strip():
+        raise ArgumentError(
+            f"{owner} response_role_description= must be a non-empty str (what the reply is, "
+            f"e.g. 'evaluation of the answer'), got {given!r}"
+        )
+    return given
+
+
 def _demos(demos: object) -> Demos | None:
     if demos is None or isinstance(demos, Demos):
         return demos
@@ -303,12 +316,19 @@ class LLMCall(_LLMOperation):
             demos=demos,
         )
 
-    def __call__(self, input: Variable | Sequence[Variable]) -> Variable:
-        return run_sync(self.acall(input))
+    def __call__(
+        self, input: Variable | Sequence[Variable], *, response_role_description: str | None = None
+    ) -> Variable:
+        return run_sync(self.acall(input, response_role_description=response_role_description))
 
-    async def acall(self, input: Variable | Sequence[Variable]) -> Variable:
+    async def acall(
+        self, input: Variable | Sequence[Variable], *, response_role_description: str | None = None
+    ) -> Variable:
         """One input is the user message; a list of inputs (text and tg.Image) is one user
-        message of their values in order, texts separated by a blank line."""
+        message of their values in order, texts separated by a blank line.
+        `response_role_description` (as in TextGrad) names the output of this call; None: the
+        op's role_description."""
+        role = output_role(response_role_description, self.role_description, "LLMCall")
         if isinstance(input, (list, tuple)):
             inputs = ensure_variables(input, "LLMCall inputs")
         else:
@@ -320,7 +340,7 @@ class LLMCall(_LLMOperation):
             segments.append(v if isinstance(v, Image) else v.value)
         user = user_content(segments)
         text, node = await self._generate(self._inputs(*inputs), user, content_text(user))
-        return Variable._from_op(text, role_description=self.role_description, node=node)
+        return Variable._from_op(text, role_description=role, node=node)
 
     def describe(self, node: Node, elide: Variable | None = None) -> str:
         users = node.inputs[len(self._prefix()) :]
@@ -367,10 +387,11 @@ class FormattedLLMCall(_LLMOperation):
     """An LLM call whose user message is a template filled with named Variables.
 
     `fields` declares the template's fields: a list of names, or a mapping
-    of name -> Variable giving default bindings. Call with keyword
-    Variables (`op(question=q, context=c)`) or a mapping. Values are
-    inserted verbatim: braces or tag-like text in them never break it.
-    Sampling parameters are checked as in `LLMCall`.
+    of name -> Variable giving default bindings (None: no default, as TextGrad's
+    `fields={"q": None}`). Call with keyword Variables (`op(question=q, context=c)`)
+    or a mapping; TextGrad's `op(inputs={...}, response_role_description="...")`
+    works too. Values are inserted verbatim: braces or tag-like text in them never
+    break it. Sampling parameters are checked as in `LLMCall`.
     """
 
     name = "formatted_llm_call"
@@ -406,7 +427,12 @@ class FormattedLLMCall(_LLMOperation):
         if not isinstance(template, str):
             raise ArgumentError(f"template must be a str, got {type(template).__name__}")
         if isinstance(fields, Mapping):
-            self.defaults = {k: ensure_variable(v, f"field {k!r}") for k, v in fields.items()}
+            # A value is a default binding; None (or TextGrad's {}) declares the field only.
+            self.defaults = {
+                k: ensure_variable(v, f"field {k!r}")
+                for k, v in fields.items()
+                if not (v is None or (isinstance(v, dict) and not v))
+            }
             names = list(fields)
         elif isinstance(fields, Sequence) and not isinstance(fields, str):
             self.defaults = {}
@@ -435,6 +461,7 @@ class FormattedLLMCall(_LLMOperation):
     async def acall(
         self, mapping: Mapping[str, Variable] | None = None, **fields: Variable
     ) -> Variable:
+        fields, role = self._textgrad_form(mapping, dict(fields))
         given = {**self.defaults, **(mapping or {}), **fields}
         unknown = [k for k in given if k not in self.field_names]
         absent = [k for k in self.field_names if k not in given]
@@ -454,7 +481,39 @@ class FormattedLLMCall(_LLMOperation):
             )
         )
         text, node = await self._generate(self._inputs(*values.values()), user, texts)
-        return Variable._from_op(text, role_description=self.role_description, node=node)
+        return Variable._from_op(text, role_description=role or self.role_description, node=node)
+
+    def _textgrad_form(
+        self, mapping: Mapping[str, Variable] | None, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """TextGrad's call form, `call(inputs={...}, response_role_description="...")`: the
+        fields in `inputs` and the output's role for this call. Only when neither name is a
+        field of the template, so a template's own {inputs} field keeps its meaning."""
+        role = None
+        if "response_role_description" in fields and (
+            "response_role_description" not in self.field_names
+        ):
+            role = output_role(fields.pop("response_role_description"), None, "FormattedLLMCall")
+        if "inputs" in fields and "inputs" not in self.field_names:
+            inputs = fields.pop("inputs")
+            if not isinstance(inputs, Mapping):
+                raise ArgumentError(
+                    "FormattedLLMCall inputs= (TextGrad's call form) must be a dict field name "
+                    f"-> tg.Variable, got {type(inputs).__name__}; or pass the fields as keywords, "
+                    "call(question=q, answer=a)"
+                )
+            if mapping is not None:
+                raise ArgumentError(
+                    "FormattedLLMCall got both a mapping and inputs=...; give the fields once"
+                )
+            twice = sorted(set(inputs) & set(fields))
+            if twice:
+                raise ArgumentError(
+                    f"FormattedLLMCall got field(s) {twice} both in inputs= and as keywords; "
+                    "give each field once"
+                )
+            fields = {**inputs, **fields}
+        return fields, role
 
     def demo_text(self, demo: Demo) -> str:
         """A demo's fields fill the template; a str demo is the user turn as given."""

@@ -24,6 +24,7 @@ from textgraph.demos import Demo, Demos, demos_text
 from textgraph.engines.base import Engine
 from textgraph.engines.context import check_engine
 from textgraph.errors import ArgumentError
+from textgraph.image import Image
 from textgraph.module import Module
 from textgraph.ops.base import Operation
 from textgraph.optim.base import Optimizer
@@ -104,6 +105,8 @@ def labeled_demo(
         return Demo(inputs={n: data[n] for n in names}, output=str(data[label]))
     if input_field is not None:
         text = data.get(input_field)
+    elif any(isinstance(v, Image) for v in data.values()):
+        return None  # the call reads an image too: its text field alone is not its input
     else:  # LLMCall: the example's one text field besides the label
         texts = [k for k, v in data.items() if k != label and isinstance(v, str)]
         text = data[texts[0]] if len(texts) == 1 else None

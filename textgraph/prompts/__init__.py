@@ -15,6 +15,7 @@ from functools import cache
 from importlib import resources
 
 from textgraph.errors import ArgumentError
+from textgraph.image import Image
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -76,7 +77,15 @@ def render(template: str, /, **values: object) -> str:
             raise ArgumentError(
                 f"template field {{{name}}} has no value; given: {sorted(values) or 'none'}"
             )
-        return str(values[name])
+        value = values[name]
+        if isinstance(value, Image):
+            raise ArgumentError(
+                f"template field {{{name}}} got a tg.Image ({value.value}): written into text "
+                "it would be only that description, and the model would never see the image. "
+                "Pass images to tg.LLMCall (alone or in a list of inputs) or as a "
+                "tg.FormattedLLMCall field, where the model receives the image itself"
+            )
+        return str(value)
 
     return _PLACEHOLDER.sub(substitute, template)
 

@@ -3,8 +3,8 @@
 It listens on 127.0.0.1 on a port the OS picks, answers from any engine
 (usually a ScriptedEngine), checks image parts as the real APIs do (valid
 base64, a supported type that matches the bytes, images in user turns only:
-anything else is a 400; images for an engine without `supports_images` are a
-400 too, as a text-only model answers), records the decoded images of each
+anything else is a 400; images for an engine without `supports_images` are
+answered as a text-only model is: a 400, from Ollama a 500), records the decoded images of each
 request (`RecordedRequest.images`), and can inject the faults real providers
 produce: 429 with Retry-After, 5xx, hangs past the client's timeout,
 connection resets, malformed JSON, truncated output. It counts requests,
@@ -284,6 +284,10 @@ def _message(protocol: str, index: int, m: object) -> Message | None:
     if isinstance(content, list) and protocol in ("openai", "anthropic"):
         read = _openai_part if protocol == "openai" else _anthropic_part
         parts = [read(p, f"{where}.content.{i}") for i, p in enumerate(content)]
+        texts = [p.text for p in parts if isinstance(p, TextPart)]
+        if protocol == "anthropic" and texts and not any(t.strip() for t in texts):
+            # Anthropic accepts a whitespace-only text block only beside non-whitespace text
+            raise BadRequest(f"{where}: text content blocks must contain non-whitespace text")
     elif not isinstance(content, str):
         raise BadRequest(f"{where}: content must be a string or a list of content parts")
     if protocol == "ollama" and m.get("images") is not None:
@@ -532,8 +536,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, _error_body(protocol, 400, str(exc)))
         images = request.images()
         if images and not getattr(server.engine, "supports_images", False):
-            # What a real server answers for a text-only model (OpenAI: "image_url is only
-            # supported by certain models"): a 400, never retried.
+            # What a real server answers for a text-only model: OpenAI and Anthropic a 400
+            # ("image_url is only supported by certain models"), Ollama a 500 ("this model is
+            # missing data required for image input"). Neither is worth a retry.
+            if protocol == "ollama":
+                message = "this model is missing data required for image input"
+                return self._send(500, _error_body(protocol, 500, message))
             message = f"model {body.get('model')!r} does not support image input"
             return self._send(400, _error_body(protocol, 400, message))
         record.images = [(i.media_type, i.data) for i in images]

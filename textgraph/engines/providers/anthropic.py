@@ -19,7 +19,8 @@ DEFAULT_MAX_TOKENS = 4096
 def wire_content(message: Message) -> str | list[dict[str, Any]]:
     """A text message's content as a str; one with parts as content blocks in reading order:
     {"type": "text", "text"} and {"type": "image", "source": {"type": "base64", "media_type",
-    "data"}} (empty text blocks left out: the API refuses them)."""
+    "data"}}. Empty and whitespace-only text blocks are left out: the API refuses them (a
+    whitespace-only one unless other text is beside it), and between blocks they say nothing."""
     if not message.parts:
         return message.content
     blocks: list[dict[str, Any]] = []
@@ -27,7 +28,7 @@ def wire_content(message: Message) -> str | list[dict[str, Any]]:
         if isinstance(part, ImagePart):
             source = {"type": "base64", "media_type": part.media_type, "data": part.base64()}
             blocks.append({"type": "image", "source": source})
-        elif part.text:
+        elif part.text.strip():
             blocks.append({"type": "text", "text": part.text})
     return blocks
 
