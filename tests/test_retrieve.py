@@ -55,6 +55,9 @@ def test_retrieve_rejects_bad_input_clearly():
         tg.BM25Index([])
     with pytest.raises(tg.ArgumentError, match="passage 0 is a int"):
         tg.BM25Index([3])
+    with pytest.raises(tg.ArgumentError, match="none of the 2 passages has a searchable word"):
+        tg.BM25Index(["a", "the"])  # one letter and a stopword: bm25s's own error was bare
+    assert len(tg.BM25Index(["the of"], stopwords=None)) == 1  # the way out the error names
     with pytest.raises(tg.ArgumentError, match=r"tg\.Retrieve query"):
         tg.Retrieve(PASSAGES)("not a variable")
 

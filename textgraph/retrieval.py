@@ -89,6 +89,12 @@ class BM25Index:
             stopwords=stopwords or [],
             show_progress=False,
         )
+        if not tokens.vocab:  # bm25s would fail with a bare "max() arg is an empty sequence"
+            raise ArgumentError(
+                f"BM25Index: none of the {len(self.passages)} passages has a searchable word "
+                f"(BM25 drops one-letter words and the stopwords {stopwords!r}). Give passages "
+                "with words in them, or pass stopwords=None to keep stopwords."
+            )
         self._retriever = bm25s.BM25()
         self._retriever.index(tokens, show_progress=False)
 
