@@ -3,6 +3,8 @@ engine is accepted, resolved once per string through tg.get_engine."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import textgraph as tg
@@ -111,3 +113,47 @@ def test_trainer_accepts_model_strings(monkeypatch):
         backward_engine="openai/critic",
     )
     assert trainer.backward_engine is context.check_engine("openai/critic", "x")
+
+
+def _engine_parameters(obj) -> list[tuple[str, str]]:
+    """(name, annotation text) of each engine-like parameter: the modules postpone
+    annotations, so the text is what a reader and a type checker see."""
+    import inspect
+
+    target = obj.__init__ if isinstance(obj, type) else obj
+    return [
+        (name, str(parameter.annotation))
+        for name, parameter in inspect.signature(target).parameters.items()
+        if name.endswith("engine") or name == "teacher"
+    ]
+
+
+PUBLIC_WITH_ENGINES = [
+    tg.LLMCall, tg.FormattedLLMCall, tg.TextLoss, tg.MultiFieldEvaluation, tg.MetricLoss,
+    tg.Retrieve, tg.TGD, tg.optim.APE, tg.optim.OPRO, tg.optim.MIPRO, tg.optim.ParetoTGD,
+    tg.optim.BootstrapFewShot, tg.optim.RandomSearchDemos, tg.Trainer, tg.Variable.backward,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("obj", PUBLIC_WITH_ENGINES, ids=lambda o: o.__qualname__)
+def test_every_engine_parameter_says_it_takes_a_model_string(obj):
+    parameters = _engine_parameters(obj)
+    assert parameters, f"{obj.__qualname__} has no engine parameter"
+    for name, hint in parameters:
+        assert re.search(r"\bstr\b", hint), f"{obj.__qualname__}({name}): {hint} lacks str"
+
+
+def test_optimizers_and_retrieve_resolve_model_strings_to_the_one_engine(monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9")  # never contacted
+    model = "openai/test-model"
+    one = context.check_engine(model, "x")
+    built = {
+        "APE": tg.optim.APE(engine=model).engine,
+        "OPRO": tg.optim.OPRO(engine=model).engine,
+        "MIPRO": tg.optim.MIPRO(engine=model, teacher=model).teacher,
+        "ParetoTGD": tg.optim.ParetoTGD(engine=model).engine,
+        "BootstrapFewShot": tg.optim.BootstrapFewShot(teacher=model).teacher,
+        "Retrieve": tg.Retrieve(["the tessel river", "a mill town"], engine=model).engine,
+        "MetricLoss": tg.MetricLoss(lambda a, b: 1.0, engine=model).engine,
+    }
+    assert {name: engine is one for name, engine in built.items()} == dict.fromkeys(built, True)

@@ -25,7 +25,7 @@ from textgraph.variable import Gradient, Variable
 async def backward(
     root: Variable,
     *,
-    engine: Engine | None = None,
+    engine: Engine | str | None = None,
     per_input: bool = False,
     fused: bool = False,
     limit: int | None = None,

@@ -228,7 +228,7 @@ class Variable:
         self.gradients.clear()
 
     def backward(
-        self, engine: Engine | None = None, *, per_input: bool = False, fused: bool = False
+        self, engine: Engine | str | None = None, *, per_input: bool = False, fused: bool = False
     ) -> None:
         """Send critiques back to every upstream variable that requires grad.
 
@@ -242,7 +242,7 @@ class Variable:
         run_sync(self.abackward(engine, per_input=per_input, fused=fused))
 
     async def abackward(
-        self, engine: Engine | None = None, *, per_input: bool = False, fused: bool = False
+        self, engine: Engine | str | None = None, *, per_input: bool = False, fused: bool = False
     ) -> None:
         """Async form of `backward`: independent branches run concurrently."""
         from textgraph.autograd import backward

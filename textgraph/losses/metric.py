@@ -33,7 +33,7 @@ class MetricLoss(Loss):
     name = "metric_loss"
     calls_llm = True
 
-    def __init__(self, metric: Metric, engine: Engine | None = None, *, perfect: float = 1.0):
+    def __init__(self, metric: Metric, engine: Engine | str | None = None, *, perfect: float = 1.0):
         if not callable(metric):
             raise ArgumentError(f"metric must be callable(prediction, target), got {metric!r:.40}")
         engine = check_engine(engine, "MetricLoss(engine)")
@@ -127,7 +127,7 @@ class MetricLoss(Loss):
 
 
 def example_metric_loss(
-    metric: Callable[[str, Any], Any], engine: Engine | None = None, *, perfect: float = 1.0
+    metric: Callable[[str, Any], Any], engine: Engine | str | None = None, *, perfect: float = 1.0
 ) -> Callable[[Variable, Any], Any]:
     """A Trainer loss_fn from a Trainer metric(prediction_text, example): the metric's
     tg.Score feedback is the critique when it gives one, else the LLM explains the failure.

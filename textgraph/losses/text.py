@@ -58,7 +58,7 @@ class _Evaluation(Loss):
     name = "evaluation"
     calls_llm = True
 
-    def __init__(self, instruction: str | Variable, engine: Engine | None = None) -> None:
+    def __init__(self, instruction: str | Variable, engine: Engine | str | None = None) -> None:
         engine = check_engine(engine, f"{type(self).__name__}(engine)")
         self.instruction = _instruction_variable(instruction)
         self.engine = engine
@@ -131,7 +131,7 @@ class MultiFieldEvaluation(_Evaluation):
         self,
         instruction: str | Variable,
         role_descriptions: Sequence[str],
-        engine: Engine | None = None,
+        engine: Engine | str | None = None,
     ) -> None:
         super().__init__(instruction, engine)
         if isinstance(role_descriptions, str) or not all(

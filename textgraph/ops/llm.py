@@ -159,7 +159,7 @@ class _LLMOperation(Operation):
 
     def __init__(
         self,
-        engine: Engine | None,
+        engine: Engine | str | None,
         system_prompt: Variable | str | None,
         *,
         role_description: str,
@@ -295,7 +295,7 @@ class LLMCall(_LLMOperation):
 
     def __init__(
         self,
-        engine: Engine | None = None,
+        engine: Engine | str | None = None,
         system_prompt: Variable | str | None = None,
         *,
         role_description: str = "response from the language model",
@@ -398,7 +398,7 @@ class FormattedLLMCall(_LLMOperation):
 
     def __init__(
         self,
-        engine: Engine | None,
+        engine: Engine | str | None,
         template: str | None = None,  # None only so format_string= gets a clear error
         fields: Sequence[str] | Mapping[str, Variable] | None = None,
         system_prompt: Variable | str | None = None,

@@ -43,7 +43,7 @@ class Retrieve(Operation):
         k: int = 3,
         *,
         role_description: str = "passages retrieved for the query",
-        engine: Engine | None = None,
+        engine: Engine | str | None = None,
     ) -> None:
         if not isinstance(index, Index):
             if isinstance(index, (str, bytes)) or not isinstance(index, Sequence):

@@ -93,7 +93,7 @@ class APE(Optimizer):
         eval_subset: int = 20,
         seed: int = 0,
         *,
-        engine: Engine | None = None,
+        engine: Engine | str | None = None,
         demos_per_proposal: int = 5,
         concurrency: int | None = None,
         verbose: bool = True,

@@ -89,7 +89,7 @@ class OPRO(Optimizer):
         exemplars: int = 3,
         seed: int = 0,
         *,
-        engine: Engine | None = None,
+        engine: Engine | str | None = None,
         target: float | None = None,
         temperature: float = 1.0,
         max_tokens: int | None = None,

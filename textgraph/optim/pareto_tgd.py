@@ -70,7 +70,7 @@ class ParetoTGD(Optimizer):
         merge: bool = False,
         seed: int = 0,
         *,
-        engine: Engine | None = None,
+        engine: Engine | str | None = None,
         max_merges: int = 5,
         reject_copies: bool = True,
         perfect: float = 1.0,

@@ -75,7 +75,7 @@ class TGD(Optimizer):
     def __init__(
         self,
         parameters: Iterable[Variable],
-        engine: Engine | None = None,
+        engine: Engine | str | None = None,
         *,
         constraints: Sequence[str] | None = None,
         in_context_examples: Sequence[str] | None = None,
