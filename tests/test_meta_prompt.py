@@ -123,11 +123,82 @@ def test_the_last_round_may_answer():
     assert "No consultations remain" in engine.calls[-1].request.messages[-1].content
 
 
-def test_an_unknown_expert_is_a_typed_error_naming_the_experts():
+def test_the_decision_schema_allows_only_the_expert_names():
+    engine = world(one_consultation)
+    tg.MetaPrompt(engine, experts())(problem())
+    schema = engine.calls[0].request.response_format.json_schema
+    assert schema["properties"]["expert"]["enum"] == ["arithmetic", "history", ""]
+    assert schema["properties"]["action"]["enum"] == ["consult", "final"]
+    # the format text appended to the conductor's instructions lists them too
+    assert '"arithmetic", "history", ""' in engine.calls[0].request.messages[0].content
+
+
+def test_an_unknown_expert_gets_the_repair_turn_then_a_typed_error_naming_the_experts():
     engine = world(lambda r: consult("physicist", "What is g?"))
     with pytest.raises(tg.ConductorError, match=r"'physicist'.*\['arithmetic', 'history'\]"):
         tg.MetaPrompt(engine, experts())(problem())
-    assert len(engine.calls) == 1  # no expert was called
+    assert [is_conductor(c.request) for c in engine.calls] == [True, True]  # no expert called
+    repair = engine.calls[1].request.messages[-1].content
+    assert "expert" in repair and "'arithmetic'" in repair and "'history'" in repair
+
+
+def test_a_repaired_expert_name_is_consulted():
+    made_up = iter([consult("mathematician", "What is 17 * 3?")])
+
+    def conductor(request):
+        if "Consultation 1:" in request.messages[-1].content:
+            return final("51")
+        return next(made_up, consult("arithmetic", "What is 17 * 3?"))
+
+    engine = world(conductor)
+    assert tg.MetaPrompt(engine, experts())(problem()).value == "51"
+    assert [is_conductor(c.request) for c in engine.calls] == [True, True, False, True]
+    assert engine.calls[2].request.messages[0].content == ARITHMETIC
+
+
+def test_call_options_reach_the_conductor_and_expert_requests():
+    engine = world(one_consultation)
+    meta = tg.MetaPrompt(
+        engine,
+        experts(),
+        temperature=0.2,
+        seed=7,
+        max_tokens=200,
+        expert_max_tokens=64,
+        expert_stop="\n\n",
+    )
+    meta(problem())
+    conductor = [c.request for c in engine.calls if is_conductor(c.request)]
+    expert = [c.request for c in engine.calls if not is_conductor(c.request)]
+    assert {(r.temperature, r.seed, r.max_tokens, r.stop) for r in conductor} == {
+        (0.2, 7, 200, None)
+    }
+    assert [(r.temperature, r.seed, r.max_tokens, r.stop) for r in expert] == [
+        (0.2, 7, 64, ["\n\n"])
+    ]
+    # expert_max_tokens defaults to max_tokens; nothing set leaves all to the engine
+    engine = world(one_consultation)
+    tg.MetaPrompt(engine, experts(), max_tokens=90)(problem())
+    assert {c.request.max_tokens for c in engine.calls} == {90}
+    engine = world(one_consultation)
+    tg.MetaPrompt(engine, experts())(problem())
+    assert {(c.request.max_tokens, c.request.temperature) for c in engine.calls} == {(None, None)}
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"max_tokens": 0}, r"MetaPrompt\(\.\.\.\) max_tokens"),
+        ({"temperature": -1}, r"MetaPrompt\(\.\.\.\) temperature"),
+        ({"seed": "7"}, r"MetaPrompt\(\.\.\.\) seed"),
+        ({"expert_max_tokens": 1.5}, r"MetaPrompt\(expert_\.\.\.\) max_tokens"),
+        ({"expert_stop": ""}, r"MetaPrompt\(expert_\.\.\.\) stop"),
+        ({"expert_stop": ["ok", 3]}, r"stop\[1\]"),
+    ],
+)
+def test_bad_call_options_are_typed_errors_naming_metaprompt(options, match):
+    with pytest.raises(tg.ArgumentError, match=match):
+        tg.MetaPrompt(world(one_consultation), experts(), **options)
 
 
 def test_a_consultation_without_a_question_or_an_empty_answer_is_a_typed_error():

@@ -12,20 +12,21 @@ it consulted, and an optimizer can rewrite them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from textgraph._sync import run_sync
 from textgraph.engines.base import Engine
 from textgraph.engines.context import check_engine
-from textgraph.errors import ArgumentError, ConductorError
+from textgraph.errors import ArgumentError, ConductorError, StructuredOutputError
 from textgraph.module import Module
 from textgraph.ops.function import FunctionOp
-from textgraph.ops.llm import LLMCall
+from textgraph.ops.llm import LLMCall, sampling_parameters
 from textgraph.ops.structured import StructuredLLMCall, StructuredVariable
 from textgraph.prompts import load, render_file
+from textgraph.structured import load_json_object
 from textgraph.variable import Variable, ensure_variable
 
 CONDUCTOR_ROLE = "instructions of the conductor, who consults experts and gives the final answer"
@@ -40,6 +41,20 @@ class Decision(BaseModel):
     expert: str = Field(description='the expert to consult; "" when action is final')
     question: str = Field(description='the self-contained question; "" when action is final')
     answer: str = Field(description='the final answer; "" when action is consult')
+
+
+def decision_model(names: Sequence[str]) -> type[Decision]:
+    """`Decision` whose expert field is one of `names` (or "" for a final answer): the
+    JSON schema carries the enum, so a grammar or response_format rules out made-up names
+    and a reply that names one anyway gets the repair turn quoting the allowed names."""
+    choice = Literal[tuple([*names, ""])]  # type: ignore[valid-type]
+    expert = Decision.model_fields["expert"]
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "Decision",
+        __base__=Decision,
+        __doc__=Decision.__doc__,
+        expert=(choice, Field(description=expert.description)),
+    )
 
 
 def _experts(experts: object) -> dict[str, Variable]:
@@ -95,6 +110,18 @@ def _max_rounds(value: object) -> int:
     return value
 
 
+def _unknown_expert(reply: str, names: Mapping[str, object]) -> str | None:
+    """The expert a reply that failed validation names, when that name is not an expert."""
+    try:
+        data = load_json_object(reply)
+    except ValueError:
+        return None
+    name = data.get("expert") if isinstance(data, dict) else None
+    if isinstance(name, str) and name and name not in names:
+        return name
+    return None
+
+
 def question_for_expert(decision: str) -> str:
     """The question field of a conductor's decision (its JSON text)."""
     return str(json.loads(decision)["question"])
@@ -113,6 +140,11 @@ class MetaPrompt(Module):
     conductor is told to answer. A decision that cannot be carried out (an
     unknown expert, an empty question or answer, a consultation after the
     last round) raises ConductorError.
+
+    Call options bound the replies: `temperature` and `seed` apply to every
+    call, `max_tokens` to each conductor decision and `expert_max_tokens`
+    (default: `max_tokens`) and `expert_stop` to each expert reply. The
+    conductor takes no stop sequence: one inside its JSON would cut it off.
     """
 
     def __init__(
@@ -122,19 +154,38 @@ class MetaPrompt(Module):
         *,
         conductor_prompt: Variable | str | None = None,
         max_rounds: int = 3,
+        temperature: float | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        expert_max_tokens: int | None = None,
+        expert_stop: str | Sequence[str] | None = None,
     ) -> None:
         engine = check_engine(engine, "MetaPrompt(engine)")
         self.conductor_prompt = _conductor_prompt(conductor_prompt)
         self.experts = _experts(experts)
         self.max_rounds = _max_rounds(max_rounds)
+        conductor: dict[str, Any] = sampling_parameters(
+            "MetaPrompt(...)", temperature=temperature, max_tokens=max_tokens, seed=seed
+        )
+        expert: dict[str, Any] = sampling_parameters(
+            "MetaPrompt(expert_...)",
+            max_tokens=max_tokens if expert_max_tokens is None else expert_max_tokens,
+            stop=expert_stop,
+        )
+        expert.update(temperature=temperature, seed=seed)
+        del conductor["stop"]
+        self.decision_model = decision_model(list(self.experts))
         self.conductor = StructuredLLMCall(
             engine,
-            output=Decision,
+            output=self.decision_model,
             system_prompt=self.conductor_prompt,
             role_description="the conductor's decision: consult an expert or give the final answer",
+            **conductor,
         )
         self.expert_calls = {
-            name: LLMCall(engine, instruction, role_description=f"reply of the expert {name!r}")
+            name: LLMCall(
+                engine, instruction, role_description=f"reply of the expert {name!r}", **expert
+            )
             for name, instruction in self.experts.items()
         }
         self._roster = "\n".join(f"- {n}: {v.role_description}" for n, v in self.experts.items())
@@ -174,7 +225,7 @@ class MetaPrompt(Module):
         for number in range(1, self.max_rounds + 2):
             left = self.max_rounds + 1 - number
             view = await self._view.acall(problem, *consultations, left=left)
-            decision = await self.conductor.acall(view)
+            decision = await self._decide(view, number)
             chosen = decision.parsed
             assert isinstance(chosen, Decision)
             if chosen.action == "final":
@@ -192,6 +243,20 @@ class MetaPrompt(Module):
                 )
             consultations.append(await self._consult(decision, chosen, number))
         raise AssertionError("unreachable: the last round returns or raises")
+
+    async def _decide(self, view: Variable, number: int) -> StructuredVariable:
+        try:
+            return await self.conductor.acall(view)
+        except StructuredOutputError as exc:
+            unknown = _unknown_expert(exc.reply, self.experts)
+            if unknown is None:
+                raise
+            raise ConductorError(
+                f"MetaPrompt: the conductor asked for the expert {unknown!r} in round {number}, "
+                f"even after a repair turn, but the experts are {sorted(self.experts)}. Use a "
+                "provider that enforces the JSON schema (its expert field lists the names) or "
+                "a stronger conductor model."
+            ) from exc
 
     async def _consult(
         self, decision: StructuredVariable, chosen: Decision, number: int
