@@ -107,12 +107,22 @@ def test_max_rounds_makes_the_last_round_final_and_a_further_consultation_is_an_
     meta = tg.MetaPrompt(engine, experts(), max_rounds=2)
     with pytest.raises(tg.ConductorError, match=r"after its 2 consultation\(s\)"):
         meta(problem())
-    conductor = [c.request.messages[-1].content for c in engine.calls if is_conductor(c.request)]
+    requests = [c.request for c in engine.calls if is_conductor(c.request)]
+    conductor = [r.messages[-1].content for r in requests]
     experts_called = [c for c in engine.calls if not is_conductor(c.request)]
-    assert len(conductor) == 3 and len(experts_called) == 2
+    # two consultations, then the last round and its repair turn
+    assert len(conductor) == 4 and len(experts_called) == 2
     assert "2 more time(s)" in conductor[0] and "1 more time(s)" in conductor[1]
     assert "No consultations remain" in conductor[2]
     assert "No consultations remain" not in conductor[1]
+    # the last round's schema allows only a final answer, so a grammar enforces max_rounds
+    actions = [r.response_format.json_schema["properties"]["action"] for r in requests]
+    assert [a["enum"] for a in actions] == [
+        ["consult", "final"],
+        ["consult", "final"],
+        ["final"],
+        ["final"],
+    ]
 
 
 def test_the_last_round_may_answer():
@@ -127,10 +137,11 @@ def test_the_decision_schema_allows_only_the_expert_names():
     engine = world(one_consultation)
     tg.MetaPrompt(engine, experts())(problem())
     schema = engine.calls[0].request.response_format.json_schema
-    assert schema["properties"]["expert"]["enum"] == ["arithmetic", "history", ""]
+    # only real names: under a grammar a consultation cannot name no expert or a made-up one
+    assert schema["properties"]["expert"]["enum"] == ["arithmetic", "history"]
     assert schema["properties"]["action"]["enum"] == ["consult", "final"]
     # the format text appended to the conductor's instructions lists them too
-    assert '"arithmetic", "history", ""' in engine.calls[0].request.messages[0].content
+    assert 'one of "arithmetic", "history"' in engine.calls[0].request.messages[0].content
 
 
 def test_an_unknown_expert_gets_the_repair_turn_then_a_typed_error_naming_the_experts():

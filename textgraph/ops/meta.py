@@ -38,22 +38,33 @@ class Decision(BaseModel):
     action: Literal["consult", "final"] = Field(
         description="consult an expert, or give the final answer"
     )
-    expert: str = Field(description='the expert to consult; "" when action is final')
+    expert: str = Field(description="the expert to consult; ignored when action is final")
     question: str = Field(description='the self-contained question; "" when action is final')
     answer: str = Field(description='the final answer; "" when action is consult')
 
 
-def decision_model(names: Sequence[str]) -> type[Decision]:
-    """`Decision` whose expert field is one of `names` (or "" for a final answer): the
-    JSON schema carries the enum, so a grammar or response_format rules out made-up names
-    and a reply that names one anyway gets the repair turn quoting the allowed names."""
-    choice = Literal[tuple([*names, ""])]  # type: ignore[valid-type]
+def decision_model(names: Sequence[str], *, final_only: bool = False) -> type[Decision]:
+    """`Decision` whose JSON schema allows only the expert names (and, with `final_only`, only
+    the final action), so a grammar or response_format rules out a made-up expert, a
+    consultation without one and, in the last round, a further consultation. Validation
+    also accepts "" for the expert (the expert of a final decision is ignored, and a
+    provider that does not enforce the schema may send ""); a made-up name fails it and
+    gets the repair turn quoting the names."""
     expert = Decision.model_fields["expert"]
+    fields: dict[str, Any] = {
+        "expert": (
+            Literal[tuple([*names, ""])],  # type: ignore[valid-type]
+            Field(description=expert.description, json_schema_extra={"enum": list(names)}),
+        )
+    }
+    if final_only:
+        action = Decision.model_fields["action"]
+        fields["action"] = (
+            Literal["final"],
+            Field(description=action.description, json_schema_extra={"enum": ["final"]}),
+        )
     return create_model(  # type: ignore[call-overload, no-any-return]
-        "Decision",
-        __base__=Decision,
-        __doc__=Decision.__doc__,
-        expert=(choice, Field(description=expert.description)),
+        "Decision", __base__=Decision, __doc__=Decision.__doc__, **fields
     )
 
 
@@ -110,16 +121,13 @@ def _max_rounds(value: object) -> int:
     return value
 
 
-def _unknown_expert(reply: str, names: Mapping[str, object]) -> str | None:
-    """The expert a reply that failed validation names, when that name is not an expert."""
+def _reply_object(reply: str) -> dict[str, Any]:
+    """The JSON object of a reply that failed validation, or {} when there is none."""
     try:
         data = load_json_object(reply)
     except ValueError:
-        return None
-    name = data.get("expert") if isinstance(data, dict) else None
-    if isinstance(name, str) and name and name not in names:
-        return name
-    return None
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def question_for_expert(decision: str) -> str:
@@ -174,12 +182,19 @@ class MetaPrompt(Module):
         )
         expert.update(temperature=temperature, seed=seed)
         del conductor["stop"]
-        self.decision_model = decision_model(list(self.experts))
+        names = list(self.experts)
         self.conductor = StructuredLLMCall(
             engine,
-            output=self.decision_model,
+            output=decision_model(names),
             system_prompt=self.conductor_prompt,
             role_description="the conductor's decision: consult an expert or give the final answer",
+            **conductor,
+        )
+        self.last_conductor = StructuredLLMCall(
+            engine,
+            output=decision_model(names, final_only=True),
+            system_prompt=self.conductor_prompt,
+            role_description="the conductor's final answer, once no consultations remain",
             **conductor,
         )
         self.expert_calls = {
@@ -225,7 +240,7 @@ class MetaPrompt(Module):
         for number in range(1, self.max_rounds + 2):
             left = self.max_rounds + 1 - number
             view = await self._view.acall(problem, *consultations, left=left)
-            decision = await self._decide(view, number)
+            decision = await self._decide(view, number, last=left == 0)
             chosen = decision.parsed
             assert isinstance(chosen, Decision)
             if chosen.action == "final":
@@ -234,29 +249,33 @@ class MetaPrompt(Module):
                         f"MetaPrompt: the conductor gave an empty final answer in round {number}"
                     )
                 return await self._answer.acall(decision)
-            if left == 0:
-                raise ConductorError(
-                    f"MetaPrompt: the conductor consulted {chosen.expert!r} again after its "
-                    f"{self.max_rounds} consultation(s) (max_rounds), although it was told to "
-                    "answer. Use a stronger conductor model or make the conductor's instructions "
-                    "insist on answering when no consultations remain."
-                )
+            assert left > 0  # the last round's schema allows only "final"
             consultations.append(await self._consult(decision, chosen, number))
         raise AssertionError("unreachable: the last round returns or raises")
 
-    async def _decide(self, view: Variable, number: int) -> StructuredVariable:
+    async def _decide(self, view: Variable, number: int, *, last: bool) -> StructuredVariable:
+        conductor = self.last_conductor if last else self.conductor
         try:
-            return await self.conductor.acall(view)
+            return await conductor.acall(view)
         except StructuredOutputError as exc:
-            unknown = _unknown_expert(exc.reply, self.experts)
-            if unknown is None:
-                raise
-            raise ConductorError(
-                f"MetaPrompt: the conductor asked for the expert {unknown!r} in round {number}, "
-                f"even after a repair turn, but the experts are {sorted(self.experts)}. Use a "
-                "provider that enforces the JSON schema (its expert field lists the names) or "
-                "a stronger conductor model."
-            ) from exc
+            data = _reply_object(exc.reply)
+            if last and data.get("action") == "consult":
+                raise ConductorError(
+                    f"MetaPrompt: the conductor consulted {data.get('expert')!r} again after "
+                    f"its {self.max_rounds} consultation(s) (max_rounds), although it was told "
+                    "to answer, even after a repair turn. Use a provider that enforces the "
+                    "JSON schema (the last round's allows only a final answer), a stronger "
+                    "conductor model, or instructions that insist on answering."
+                ) from exc
+            unknown = data.get("expert")
+            if isinstance(unknown, str) and unknown and unknown not in self.experts:
+                raise ConductorError(
+                    f"MetaPrompt: the conductor asked for the expert {unknown!r} in round "
+                    f"{number}, even after a repair turn, but the experts are "
+                    f"{sorted(self.experts)}. Use a provider that enforces the JSON schema (its "
+                    "expert field lists the names) or a stronger conductor model."
+                ) from exc
+            raise
 
     async def _consult(
         self, decision: StructuredVariable, chosen: Decision, number: int
