@@ -174,7 +174,7 @@ def test_several_inputs_are_joined_in_the_user_message_and_backward_reaches_each
     )
     ask = tg.Variable("How many apples has Tom?", role_description="question", requires_grad=True)
     call = tg.StructuredLLMCall(engine, output=Answer, system_prompt="Answer from the passage.")
-    out = call(passage, ask)
+    out = call([passage, ask])
     (forward,) = engine.calls_for("forward")
     assert [m.role for m in forward.request.messages] == ["system", "user"]
     assert forward.request.messages[-1].content == (
@@ -184,7 +184,7 @@ def test_several_inputs_are_joined_in_the_user_message_and_backward_reaches_each
     tg.TextLoss("Check the answer.", engine=engine)(out).backward(engine)
     assert passage.gradients and ask.gradients
     prompt = engine.calls_for("backward")[0].request.prompt_text()
-    assert "these 2 inputs, joined by a blank line" in prompt
+    assert "user message made of these 2 inputs, in order" in prompt
     assert '<FIELD name="input 1" role="passage">' in prompt
     assert '<FIELD name="input 2" role="question">' in prompt
     assert prompt.index("He buys 3 more.") < prompt.index("How many apples has Tom?")
@@ -193,15 +193,19 @@ def test_several_inputs_are_joined_in_the_user_message_and_backward_reaches_each
     assert "input 2 of the user message (role: question)" in prompts
 
 
-def test_one_input_reads_as_before_and_no_input_or_a_str_is_a_typed_error():
+def test_one_input_reads_as_before_and_an_empty_list_or_a_str_is_a_typed_error():
     engine = ScriptedEngine(lambda r: GOOD)
     call = tg.StructuredLLMCall(engine, output=Answer)
     call(question())
     assert engine.calls[0].request.messages[-1].content == question().value
-    with pytest.raises(tg.ArgumentError, match="StructuredLLMCall input is empty"):
-        call()
-    with pytest.raises(tg.ArgumentError, match=r"StructuredLLMCall input\[1\]"):
-        call(question(), "a bare string")
+    assert call((question(),)).value == call(question()).value  # a one-item list is the same
+    assert engine.calls[1].request.messages == engine.calls[2].request.messages
+    with pytest.raises(tg.ArgumentError, match="StructuredLLMCall inputs is empty"):
+        call([])
+    with pytest.raises(tg.ArgumentError, match=r"StructuredLLMCall inputs\[1\]"):
+        call([question(), "a bare string"])
+    with pytest.raises(tg.ArgumentError, match="StructuredLLMCall input"):
+        call("a bare string")
 
 
 def test_tgd_rewrites_the_system_prompt_and_the_format_stays_outside_it():

@@ -25,10 +25,10 @@ from textgraph.ops.llm import _LLMOperation
 from textgraph.ops.trace import OpCall, record
 from textgraph.prompts import load, render_file
 from textgraph.structured import call_with_repair, load_json_object, validation_problems
-from textgraph.variable import Variable, ensure_variables
+from textgraph.variable import Variable, ensure_variable, ensure_variables
 
 REASONING = "reasoning"
-JOINED = "\n\n"  # between the inputs in the user message, as tg.concat's default separator
+JOINED = "\n\n"  # between the inputs in the user message, as in tg.LLMCall([a, b])
 
 
 class StructuredVariable(Variable):
@@ -152,13 +152,17 @@ class StructuredLLMCall(_LLMOperation):
             type="json_schema", name=model.__name__, json_schema=self.schema
         )
 
-    def __call__(self, *inputs: Variable) -> StructuredVariable:
-        return run_sync(self.acall(*inputs))
+    def __call__(self, input: Variable | Sequence[Variable]) -> StructuredVariable:
+        return run_sync(self.acall(input))
 
-    async def acall(self, *inputs: Variable) -> StructuredVariable:
-        """One or more input Variables: the user message is their values in order, joined by
-        a blank line (as `tg.concat` joins them); backward reaches each of them."""
-        given = ensure_variables(inputs, "StructuredLLMCall input")
+    async def acall(self, input: Variable | Sequence[Variable]) -> StructuredVariable:
+        """One input is the user message; a list of inputs is one user message of their
+        values in order, separated by a blank line, as `tg.LLMCall([a, b])` joins them.
+        Backward reaches each of them."""
+        if isinstance(input, (list, tuple)):
+            given = ensure_variables(input, "StructuredLLMCall inputs")
+        else:
+            given = (ensure_variable(input, "StructuredLLMCall input"),)
         user_text = JOINED.join(v.value for v in given)
         inputs = self._inputs(*given)
         engine = self._forward_engine()
@@ -234,7 +238,7 @@ class StructuredLLMCall(_LLMOperation):
         if len(users) == 1:
             role, text = users[0].role_description, shown(users[0], elide)
         else:
-            role = f"the user message: these {len(users)} inputs, joined by a blank line"
+            role = f"user message made of these {len(users)} inputs, in order"
             text = "\n".join(
                 render_file(
                     "context_field",
