@@ -469,6 +469,29 @@ def test_a_structured_call_sends_a_lone_image_input_as_the_image():
     assert engine.calls[0].request.messages[-1].content == image().value
 
 
+def test_a_structured_call_places_images_among_several_inputs_and_mines_no_demo():
+    from pydantic import BaseModel
+
+    from textgraph.ops.trace import record_op_calls
+
+    class Total(BaseModel):
+        total: str
+
+    engine = ScriptedEngine(lambda r: '{"total": "12.50"}', vision=True)
+    call = tg.StructuredLLMCall(engine, Total, "Read the total.")
+    question = tg.Variable("What is the total?", role_description="question")
+    with record_op_calls() as calls:
+        out = call([question, image()])
+        call(question)
+    (sent,) = engine.calls[0].request.messages[-1].parts[1:]  # after the question's text
+    assert [type(p).__name__ for p in engine.calls[0].request.messages[-1].parts] == [
+        "TextPart",
+        "ImagePart",
+    ]
+    assert sent.data == PNG and out.parsed == Total(total="12.50")
+    assert [c.inputs for c in calls] == ["What is the total?"]  # the image call is not a demo
+
+
 def test_an_op_with_no_place_for_an_image_refuses_it():
     engine = ScriptedEngine(lambda r: "x", vision=True)
     call = tg.LLMCall(engine)

@@ -55,6 +55,17 @@ def user_content(segments: Sequence[object]) -> UserContent:
     return tuple(parts)
 
 
+def joined_content(inputs: Sequence[Variable]) -> UserContent:
+    """One user turn of several inputs in order, a blank line between them; images stay
+    images (tg.concat's separator, so a list reads as the concatenated text would)."""
+    segments: list[object] = []
+    for i, v in enumerate(inputs):
+        if i:
+            segments.append("\n\n")
+        segments.append(v if isinstance(v, Image) else v.value)
+    return user_content(segments)
+
+
 def content_text(content: UserContent) -> str:
     return content if isinstance(content, str) else parts_text(content)
 
@@ -333,12 +344,7 @@ class LLMCall(_LLMOperation):
             inputs = ensure_variables(input, "LLMCall inputs")
         else:
             inputs = (ensure_variable(input, "LLMCall input"),)
-        segments: list[object] = []
-        for i, v in enumerate(inputs):
-            if i:
-                segments.append("\n\n")
-            segments.append(v if isinstance(v, Image) else v.value)
-        user = user_content(segments)
+        user = joined_content(inputs)
         text, node = await self._generate(self._inputs(*inputs), user, content_text(user))
         return Variable._from_op(text, role_description=role, node=node)
 

@@ -21,14 +21,13 @@ from textgraph.demos import Demos
 from textgraph.engines.base import Engine, ResponseFormat
 from textgraph.errors import ArgumentError, StructuredOutputError
 from textgraph.ops.base import Node, shown
-from textgraph.ops.llm import _LLMOperation
+from textgraph.ops.llm import _LLMOperation, content_text, joined_content
 from textgraph.ops.trace import OpCall, record
 from textgraph.prompts import load, render_file
 from textgraph.structured import call_with_repair, load_json_object, validation_problems
 from textgraph.variable import Variable, ensure_variable, ensure_variables
 
 REASONING = "reasoning"
-JOINED = "\n\n"  # between the inputs in the user message, as in tg.LLMCall([a, b])
 
 
 class StructuredVariable(Variable):
@@ -163,10 +162,11 @@ class StructuredLLMCall(_LLMOperation):
             given = ensure_variables(input, "StructuredLLMCall inputs")
         else:
             given = (ensure_variable(input, "StructuredLLMCall input"),)
-        user_text = JOINED.join(v.value for v in given)
+        user = joined_content(given)
+        user_text = content_text(user)
         inputs = self._inputs(*given)
         engine = self._forward_engine()
-        request = self._request(inputs, user_text, system_suffix=self.format_text)
+        request = self._request(inputs, user, system_suffix=self.format_text)
         request = request.model_copy(update={"response_format": self.response_format})
         reply = await call_with_repair(
             engine,
@@ -187,7 +187,8 @@ class StructuredLLMCall(_LLMOperation):
         parsed, reasoning = reply.value
         text = self._json_text(parsed, reasoning)
         node = Node(op=self, inputs=inputs, engine=engine, saved={"user_text": user_text})
-        record(OpCall(op=self, inputs=user_text, output=text, demos=self.demos))
+        if isinstance(user, str):  # a demonstration holds text: calls with images are not mined
+            record(OpCall(op=self, inputs=user_text, output=text, demos=self.demos))
         out = StructuredVariable._from_op(text, role_description=self.role_description, node=node)
         assert isinstance(out, StructuredVariable)
         out.parsed, out.reasoning = parsed, reasoning
