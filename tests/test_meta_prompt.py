@@ -422,3 +422,12 @@ def test_real_model_example_run_keeps_the_conductor_to_its_schema_and_takes_a_tg
 
 # The documented real-model run (docs/meta-prompting.md): about 4-5 minutes on 2 busy cores.
 REAL_RUN = "--model local/smollm2 --problems 2 --max-rounds 1 --max-tokens 96".split()
+
+
+def test_an_image_problem_is_refused_before_any_call():
+    engine = world(one_consultation)
+    meta = tg.MetaPrompt(engine, experts())
+    photo = tg.Image(b"\x89PNG\r\n\x1a\n" + b"pixels" * 8, role_description="photo of a crate")
+    with pytest.raises(tg.ArgumentError, match=r"MetaPrompt works on text.*describe the image"):
+        meta(photo)
+    assert engine.calls == []

@@ -22,6 +22,7 @@ from textgraph.engines.base import Engine
 from textgraph.engines.context import check_engine
 from textgraph.errors import ArgumentError, ConductorError, StructuredOutputError
 from textgraph.module import Module
+from textgraph.ops.base import refuse_images
 from textgraph.ops.function import FunctionOp
 from textgraph.ops.llm import LLMCall, sampling_parameters
 from textgraph.ops.structured import StructuredLLMCall, StructuredVariable
@@ -236,6 +237,12 @@ class MetaPrompt(Module):
 
     async def aforward(self, problem: Variable) -> Variable:
         problem = ensure_variable(problem, "MetaPrompt problem")
+        refuse_images(
+            (problem,),
+            "MetaPrompt",
+            "The conductor and experts read the problem as text: describe the image in words "
+            "first (e.g. with tg.LLMCall(vision_engine)([image, question])) and pass that text.",
+        )
         consultations: list[Variable] = []
         for number in range(1, self.max_rounds + 2):
             left = self.max_rounds + 1 - number
