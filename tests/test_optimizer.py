@@ -113,6 +113,23 @@ def test_repair_false_makes_one_call_and_says_so():
     assert "repair" not in updates[0].warning and "kept the previous value" in updates[0].warning
 
 
+def test_a_reply_that_copies_the_format_example_is_repaired_not_accepted():
+    """SmolLM2 answered TGD with the template's own placeholder, "the new value"."""
+
+    def optimizer(request):
+        start, end = markers(request)
+        if "could not be used" in request.messages[-1].content:
+            assert "repeats the format example" in request.messages[-1].content
+            return f"{start}Answer with the number only.{end}"
+        return f"{start}\nthe new value\n{end}"
+
+    engine = ScriptedEngine(by_purpose(optimizer=optimizer), raw=True)
+    p = critiqued(engine)
+    tg.TGD([p], engine=engine).step()
+    assert p.value == "Answer with the number only."
+    assert len(engine.calls_for("optimizer")) == 2
+
+
 def test_empty_block_counts_as_garbled():
     def optimizer(request):
         start, end = markers(request)

@@ -148,16 +148,38 @@ def extract_delimited(text: str, start: str, end: str) -> str:
     return value
 
 
+def _format_example(request: ChatRequest, start: str, end: str) -> str | None:
+    """The placeholder the request shows between its markers ("like this: START the new
+    value END"), if it shows one: a reply that only copies it is not an answer."""
+    text = request.messages[-1].content.rstrip()
+    if not text.endswith(end):  # textgraph's templates end with their example block
+        return None
+    try:
+        return extract_delimited(text, start, end)
+    except ValueError:
+        return None
+
+
 async def call_delimited(
     engine: Engine, request: ChatRequest, start: str, end: str, *, repair: bool = True
 ) -> Reply:
     request = request.model_copy(
         update={"response_format": ResponseFormat(type="delimited", start=start, end=end)}
     )
+    example = _format_example(request, start, end)
+
+    def parse(text: str) -> str:
+        value = extract_delimited(text, start, end)
+        if example is not None and value == example:  # small models copy the format line
+            raise ValueError(
+                f"the reply repeats the format example ({example[:80]!r}) instead of a new value"
+            )
+        return value
+
     return await call_with_repair(
         engine,
         request,
-        lambda text: extract_delimited(text, start, end),
+        parse,
         lambda err: render_file("repair_delimited", error=err, start=start, end=end),
         attempts=2 if repair else 1,
     )
