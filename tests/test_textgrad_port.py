@@ -643,3 +643,46 @@ def test_gradients_on_a_variable_say_what_they_criticize_and_where_from():
     assert to_system.source is answer and to_system.operation == "llm_call"
     assert "Where is Paris?" in to_system.context and "Paris is in Germany." in to_system.context
     assert system.get_gradient_text() == "Ask the model to check the country."
+
+
+# --- writing your own pieces, as TextGrad users do ---------------------------------------
+
+
+def test_a_custom_engine_subclass_serves_ops_and_generate_sync():
+    """TextGrad's DummyEngine(EngineLM) with generate(prompt, system_prompt)."""
+    from textgraph.engines import ChatResponse, Engine
+
+    class DummyEngine(Engine):
+        model_name = "dummy"
+
+        async def _generate(self, request):
+            system = request.messages[0].content if len(request.messages) > 1 else ""
+            return ChatResponse(text=f"Hello World ({system or 'no system prompt'})")
+
+    engine = DummyEngine()
+    assert engine.generate_sync("Hi", system_prompt="Be kind.").text == "Hello World (Be kind.)"
+    out = tg.BlackboxLLM(engine, "You are terse.")(tg.Variable("Hi", role_description="greeting"))
+    assert out.value == "Hello World (You are terse.)"
+
+
+def test_a_module_subclass_with_forward_composes_ops_and_lists_its_parameters():
+    """TextGrad's custom losses subclass autograd.Module and define forward."""
+    engine = ScriptedEngine(by_purpose(forward="It lacks a base case."))
+
+    class CodeCritic(tg.autograd.Module):
+        def __init__(self):
+            self.instruction = tg.Variable(
+                "Criticize the code.", requires_grad=True, role_description="critic instruction"
+            )
+            self.call = tg.FormattedLLMCall(
+                engine, "{instruction}\nCode: {code}", ["instruction", "code"]
+            )
+
+        def forward(self, code):
+            return self.call(instruction=self.instruction, code=code)
+
+    critic = CodeCritic()
+    code = tg.Variable("def f(n): return f(n - 1)", role_description="code")
+    assert critic(code).value == "It lacks a base case."
+    assert user_text(engine.calls[-1]) == "Criticize the code.\nCode: def f(n): return f(n - 1)"
+    assert [p for _, p in critic.named_parameters()] == [critic.instruction]
