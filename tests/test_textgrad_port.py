@@ -329,16 +329,17 @@ EXAMPLES = [
 MODEL_ANSWERS = {"fruits": "Answer: 3", "animals": "Answer: 3", "objects": "Answer: 4"}
 
 
-def prompt_optimization_engine() -> ScriptedEngine:
-    def respond(request):
-        text = request.prompt_text()
-        if request.purpose == "forward":
-            return next(a for key, a in MODEL_ANSWERS.items() if key in text)
-        if request.purpose == "backward":
-            return "Count every object, one by one."
-        return "Count each item one by one. End with 'Answer: N'."
+def prompt_optimization_reply(request) -> str:
+    text = request.prompt_text()
+    if request.purpose == "forward":
+        return next(a for key, a in MODEL_ANSWERS.items() if key in text)
+    if request.purpose == "backward":
+        return "Count every object, one by one."
+    return "Count each item one by one. End with 'Answer: N'."
 
-    return ScriptedEngine(respond)
+
+def prompt_optimization_engine() -> ScriptedEngine:
+    return ScriptedEngine(prompt_optimization_reply)
 
 
 def test_prompt_optimization_with_a_string_based_judge_and_tg_sum():
@@ -407,6 +408,28 @@ def test_prompt_optimization_with_a_string_based_judge_and_tg_sum():
     previous = "You will answer a reasoning question."
     system_prompt.set_value(previous)
     assert system_prompt.get_value() == previous
+
+
+def test_eval_dataset_in_a_thread_pool_as_the_tutorial_runs_it():
+    """The tutorial's eval_dataset: eval_sample in a ThreadPoolExecutor, sync calls in each
+    thread, one engine (with its cache and usage) shared by all of them."""
+    import concurrent.futures
+
+    engine = tg.get_engine("scripted", responder=prompt_optimization_reply)
+    eval_fn = tg.StringBasedFunction(string_based_equality_fn, function_purpose="checks")
+    model = tg.BlackboxLLM(engine, tg.Variable("Answer.", role_description="system prompt"))
+
+    def eval_sample(item) -> int:
+        x, y = item
+        x = tg.Variable(x, requires_grad=False, role_description="query to the language model")
+        y = tg.Variable(y, requires_grad=False, role_description="correct answer for the query")
+        return int(eval_fn(inputs=dict(prediction=model(x), ground_truth_answer=y)).value)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
+        futures = [executor.submit(eval_sample, item) for item in EXAMPLES * 3]
+        accuracy = [f.result() for f in futures]
+    assert accuracy == [1, 0, 0] * 3
+    assert engine.usage.total.calls == 9
 
 
 def test_prompt_optimization_with_a_multi_field_evaluation_judge():
@@ -686,3 +709,50 @@ def test_a_module_subclass_with_forward_composes_ops_and_lists_its_parameters():
     assert critic(code).value == "It lacks a base case."
     assert user_text(engine.calls[-1]) == "Criticize the code.\nCode: def f(n): return f(n - 1)"
     assert [p for _, p in critic.named_parameters()] == [critic.instruction]
+
+
+# --- Local-Model-With-LMStudio ------------------------------------------------------------
+
+
+def test_solution_optimization_on_a_local_openai_compatible_server():
+    """ChatExternalClient(client=OpenAI(base_url=...), model_string=m) is
+    tg.get_engine("openai/m", base_url=..., api_key=...): the same flow over real HTTP."""
+    critique = "The discriminant is 25, not 73."
+    fixed = "x1 = 2 and x2 = 1/3"
+
+    def server_model(request):  # the server sees only the wire request (no purpose)
+        text = request.prompt_text()
+        marker = re.search(r"<(NEW_VALUE_\w+)>", text)  # the rewrite; a model follows its format
+        if marker and critique in text:
+            return f"<{marker.group(1)}>{fixed}</{marker.group(1)}>"
+        if "only identify errors" in text:
+            return critique
+        return "unexpected request"
+
+    with LLMTestServer(ScriptedEngine(server_model)) as server:
+        engine = tg.get_engine(
+            "openai/NeuralBeagle14-7B-GGUF",
+            base_url=server.openai_base_url,
+            api_key="lm-studio",
+            cache=False,
+        )
+        tg.set_backward_engine(engine, override=True)
+        solution = tg.Variable(
+            "x = (7 ± √73) / 6",
+            requires_grad=True,
+            role_description="solution to the math question",
+        )
+        loss_system_prompt = tg.Variable(
+            "You will evaluate a solution to a math question. Do not solve it, only identify "
+            "errors. Be super concise.",
+            requires_grad=False,
+            role_description="system prompt",
+        )
+        loss = tg.TextLoss(loss_system_prompt)(solution)
+        assert loss.value == critique
+        optimizer = tg.TGD([solution])
+        loss.backward()
+        optimizer.step()
+        assert solution.value == fixed
+        assert server.request_count == 2  # the loss and the rewrite: no call for backward
+        assert {r.body["model"] for r in server.stats.requests} == {"NeuralBeagle14-7B-GGUF"}
