@@ -123,6 +123,13 @@ def test_a_dspy_metric_is_refused_with_the_order_textgraph_uses():
             return gold["response"] in prediction
 
         tg.Evaluator(RAG(), gold_first)
+    with pytest.raises(tg.ArgumentError, match="looks like DSPy's"):
+        tg.Evaluator(RAG(), lambda x, y, trace=None: 1.0)
+
+    def textgraph_order(prediction, example, trace=None):  # the right order: accepted
+        return example["response"] in prediction
+
+    tg.Evaluator(RAG(), textgraph_order)
     # the wrapper the error suggests scores the right way round
     tg.configure(engine=tg.get_engine("scripted", responder=knows_from_context))
     wrapped = tg.Evaluator(

@@ -15,7 +15,7 @@ from typing import Any
 from textgraph.errors import ArgumentError
 
 GOLD_NAMES = ("example", "gold", "ex", "reference", "target")
-PREDICTION_NAMES = ("pred", "prediction", "predicted", "output")
+PREDICTION_NAMES = ("pred", "prediction", "prediction_text", "predicted", "output")
 
 
 def refuse_dspy_metric(metric: Callable[..., Any]) -> None:
@@ -28,7 +28,8 @@ def refuse_dspy_metric(metric: Callable[..., Any]) -> None:
     if len(names) < 2:
         return
     gold_first = names[0] in GOLD_NAMES and names[1] in PREDICTION_NAMES
-    traced = len(names) >= 3 and names[2] == "trace"
+    # (x, y, trace): DSPy's shape, unless the prediction visibly comes first
+    traced = len(names) >= 3 and names[2] == "trace" and names[0] not in PREDICTION_NAMES
     if gold_first or traced:
         name = getattr(metric, "__name__", "metric")
         raise ArgumentError(
