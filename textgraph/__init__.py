@@ -7,7 +7,7 @@ requires a gradient; an optimizer rewrites those variables.
 
 import logging
 
-from textgraph import compression, engines, integrations, optim, report
+from textgraph import autograd, compression, engines, integrations, optim, report
 from textgraph.artifact import export_run, load_prompts, save_prompts
 from textgraph.candidate import Candidate
 from textgraph.compression import compress
@@ -75,6 +75,7 @@ from textgraph.ops import (
     sum,
 )
 from textgraph.ops.meta import MetaPrompt
+from textgraph.ops.string_based import StringBasedFunction
 from textgraph.ops.structured import StructuredLLMCall, StructuredVariable
 from textgraph.optim import TGD, Update
 from textgraph.report.terminal import show
@@ -88,6 +89,14 @@ __version__ = "0.1.0"
 # TextGrad's names, so code ported from it runs unchanged (docs/coming-from-textgrad.md)
 BlackboxLLM = LLMCall
 TextualGradientDescent = TGD
+
+
+def __getattr__(name: str) -> object:
+    """A TextGrad name textgraph spells differently: an AttributeError saying what to write."""
+    from textgraph._textgrad import missing_name
+
+    raise missing_name(__name__, name)
+
 
 # A library never configures logging for the application; users opt in.
 logging.getLogger("textgraph").addHandler(logging.NullHandler())
@@ -149,6 +158,7 @@ __all__ = [
     "RunError",
     "Score",
     "StateDictError",
+    "StringBasedFunction",
     "StructuredLLMCall",
     "StructuredOutputError",
     "StructuredVariable",
@@ -161,6 +171,7 @@ __all__ = [
     "Update",
     "Variable",
     "ancestry",
+    "autograd",
     "compress",
     "compression",
     "concat",

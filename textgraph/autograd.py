@@ -118,3 +118,17 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
     """Surface the real error instead of an ExceptionGroup wrapper."""
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+# TextGrad's textgrad.autograd names, so `tg.autograd.FormattedLLMCall(...)` runs as written.
+TEXTGRAD_NAMES = ("LLMCall", "FormattedLLMCall", "StringBasedFunction", "sum", "Module")
+
+
+def __getattr__(name: str) -> object:
+    if name in TEXTGRAD_NAMES:
+        import textgraph
+
+        return getattr(textgraph, name)
+    from textgraph._textgrad import missing_name
+
+    raise missing_name(__name__, name)

@@ -194,6 +194,10 @@ class Variable:
             raise ArgumentError("role_description must be a non-empty str")
         self.role_description = role_description
 
+    def get_gradient_text(self) -> str:
+        """TextGrad's name for `.grad`: every critique received, as one text."""
+        return self.grad
+
     def check_value(self, value: object) -> str:
         """The value this variable would hold for `value`, or a clear error. Subclasses
         holding structured text (tg.Demos) validate and canonicalize here."""

@@ -51,9 +51,10 @@ def configure(
             _configured[role] = check_engine(value, f"tg.configure({role})")
 
 
-def set_backward_engine(engine: Engine | str, *, override: bool = False) -> None:
+def set_backward_engine(engine: Engine | str, override: bool = False) -> None:
     """TextGrad's `tg.set_backward_engine`: `tg.configure(backward_engine=engine)`.
-    `override` is accepted for TextGrad code; the new engine always replaces the old."""
+    `override` is accepted for TextGrad code (by keyword or, as TextGrad's tests pass it,
+    positionally); the new engine always replaces the old."""
     if engine is None:
         raise ArgumentError("set_backward_engine needs an engine or a model string")
     configure(backward_engine=engine)

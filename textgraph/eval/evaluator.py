@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
+from textgraph._dspy import refuse_dspy_metric
 from textgraph._sync import run_sync
 from textgraph.candidate import Candidate, candidate_values, module_values, values_id
 from textgraph.engines.base import ChatRequest, ChatResponse
@@ -150,6 +151,7 @@ class Evaluator:
                 "metric must be a callable metric(prediction_text, example) returning a "
                 f"float, a bool or a tg.Score; got {type(metric).__name__}"
             )
+        refuse_dspy_metric(metric)
         if max_concurrency is not None and (
             not isinstance(max_concurrency, int) or max_concurrency < 1
         ):

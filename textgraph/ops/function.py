@@ -53,6 +53,25 @@ class FunctionOp(Operation):
         return run_sync(self.acall(*args, **kwargs))
 
     async def acall(self, *args: Any, **kwargs: Any) -> Variable:
+        return await self._apply(args, kwargs, self.role_description)
+
+    def _passed(self, variable: Variable) -> Any:
+        """What `fn` receives for a Variable argument: its value (a tg.Image as itself:
+        .data, .media_type; str() is its description)."""
+        return variable if isinstance(variable, Image) else variable.value
+
+    def _text(self, result: object) -> str:
+        """The output Variable's value for what `fn` returned."""
+        if not isinstance(result, str):
+            raise ArgumentError(
+                f"{self.name}() returned {type(result).__name__}; a tg.function must return a str "
+                "(format lists or numbers into text yourself)."
+            )
+        return result
+
+    async def _apply(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], role_description: str
+    ) -> Variable:
         inputs: list[Variable] = []
         names: list[str] = []
 
@@ -60,8 +79,7 @@ class FunctionOp(Operation):
             if isinstance(arg, Variable):
                 inputs.append(arg)
                 names.append(name)
-                # A tg.Image is passed as itself (.data, .media_type; str() is its description).
-                return arg if isinstance(arg, Image) else arg.value
+                return self._passed(arg)
             return arg
 
         plain_args = [unwrap(f"argument {i + 1}", a) for i, a in enumerate(args)]
@@ -74,13 +92,8 @@ class FunctionOp(Operation):
         result = self.fn(*plain_args, **plain_kwargs)
         if inspect.isawaitable(result):
             result = await result
-        if not isinstance(result, str):
-            raise ArgumentError(
-                f"{self.name}() returned {type(result).__name__}; a tg.function must return a str "
-                "(format lists or numbers into text yourself)."
-            )
         node = Node(op=self, inputs=tuple(inputs), engine=self.engine, saved={"names": names})
-        return Variable._from_op(result, role_description=self.role_description, node=node)
+        return Variable._from_op(self._text(result), role_description=role_description, node=node)
 
     async def backward(self, ctx: BackwardContext) -> list[Feedback]:
         return await llm_backward(ctx)
