@@ -103,8 +103,14 @@ def test_get_engine_by_name_with_cache_settings(monkeypatch, tmp_path):
     for cache in (True, False, tmp_path / "cache.sqlite"):
         assert tg.get_engine("openai/gpt-4o", cache=cache).model_name == "gpt-4o"
     assert tg.get_engine("openai/gpt-4o", cache=False).cache is None
-    with pytest.raises(tg.ConfigurationError, match="unknown model string 'invalid-engine'"):
-        tg.get_engine("invalid-engine")
+    with pytest.raises(ValueError, match="unknown model string 'invalid-engine'"):
+        tg.get_engine("invalid-engine")  # a ValueError, as TextGrad's test expects
+    with pytest.warns(UserWarning, match="engine_name= is TextGrad's keyword"):
+        assert tg.get_engine(engine_name="gpt-4o").model_name == "gpt-4o"  # its scripts' form
+    with pytest.raises(tg.ArgumentError, match="both a model"):
+        tg.get_engine("openai/gpt-4o", engine_name="gpt-4o")
+    with pytest.warns(UserWarning, match="'experimental:' prefix"):
+        assert tg.get_engine("experimental:openai/gpt-4o").model_name == "gpt-4o"
     with pytest.raises(ValueError, match="cache must be True, False, a path"):
         tg.get_engine("openai/gpt-4o", cache=[1, 2, 3])
 

@@ -45,6 +45,7 @@ from textgraph.errors import (
     StructuredOutputError,
     TextgraphError,
     TruncatedOutput,
+    UnknownModelError,
 )
 from textgraph.eval import EvalResult, Evaluator, Objective, Score, evaluate
 from textgraph.graph import ancestry, graph, to_dot, to_json, to_mermaid
@@ -168,6 +169,7 @@ __all__ = [
     "TextualGradientDescent",
     "Trainer",
     "TruncatedOutput",
+    "UnknownModelError",
     "Update",
     "Variable",
     "ancestry",

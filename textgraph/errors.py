@@ -118,6 +118,11 @@ class CacheError(ConfigurationError):
     moves a broken file aside and starts an empty cache (or pass cache=False)."""
 
 
+class UnknownModelError(ConfigurationError, ValueError):
+    """A model string names no provider textgraph knows (a ValueError too, as TextGrad's
+    get_engine raises for an unknown name)."""
+
+
 class CallbackError(TextgraphError):
     """A Trainer callback raised; the message names the callback and the hook."""
 

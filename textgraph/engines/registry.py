@@ -29,7 +29,7 @@ from textgraph.engines.checks import split_base_url
 from textgraph.engines.http import RetryPolicy
 from textgraph.engines.managed import ManagedEngine
 from textgraph.engines.scripted import ScriptedEngine
-from textgraph.errors import ArgumentError, ConfigurationError
+from textgraph.errors import ArgumentError, ConfigurationError, UnknownModelError
 
 DEFAULT_MODEL = "local/smollm2"
 FORMS = (
@@ -101,11 +101,36 @@ def textgraph_model(model: str, *, stacklevel: int = 2) -> str:
     return spelled
 
 
+EXPERIMENTAL = "experimental:"
+
+
 def get_engine(model: str | None = None, **options: Any) -> ManagedEngine:
     """Build the engine for a model string; see the module docstring for the forms."""
+    if "engine_name" in options:  # TextGrad's keyword: get_engine(engine_name="gpt-4o")
+        given = options.pop("engine_name")
+        if model is not None:
+            raise ArgumentError(
+                f"get_engine got both a model ({model!r}) and TextGrad's engine_name= "
+                f"({given!r}); pass one model string, e.g. get_engine('openai/gpt-4o')"
+            )
+        warnings.warn(
+            "engine_name= is TextGrad's keyword; textgraph takes the model string first: "
+            f"get_engine({given!r})",
+            UserWarning,
+            stacklevel=2,
+        )
+        model = given
     model = model or default_model()
     if not isinstance(model, str):
         raise ArgumentError(f"model must be a string such as 'openai/gpt-4o', got {model!r}")
+    if model.startswith(EXPERIMENTAL):  # TextGrad's LiteLLM prefix; our providers speak the wire
+        warnings.warn(
+            f"{model!r}: TextGrad's {EXPERIMENTAL!r} prefix (its LiteLLM engines) is not needed "
+            f"in textgraph; using {model[len(EXPERIMENTAL) :]!r}",
+            UserWarning,
+            stacklevel=2,
+        )
+        model = model[len(EXPERIMENTAL) :]
     model = textgraph_model(model, stacklevel=3)
     provider, _, name = model.partition("/")
     managed = {k: options.pop(k) for k in list(options) if k in MANAGED_OPTIONS}
@@ -125,7 +150,7 @@ def get_engine(model: str | None = None, **options: Any) -> ManagedEngine:
         path = smollm2_path() if name == "smollm2" else Path(name).expanduser()
         inner = LlamaCppEngine(path, model_name=model, **options)
     else:
-        raise ConfigurationError(f"unknown model string {model!r}; use one of: {FORMS}")
+        raise UnknownModelError(f"unknown model string {model!r}; use one of: {FORMS}")
     return ManagedEngine(
         inner,
         cache=_cache(managed.pop("cache", True), managed.pop("cache_max_bytes", DEFAULT_MAX_BYTES)),
