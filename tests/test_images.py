@@ -647,7 +647,7 @@ def test_an_image_written_into_a_prompt_template_is_refused_not_described():
     engine = ScriptedEngine(lambda r: "never", vision=True)
     expert = tg.Variable("You add numbers.", role_description="instructions of the adder")
     meta = tg.MetaPrompt(engine, {"adder": expert})
-    with pytest.raises(tg.ArgumentError, match=r"template field \{problem\} got a tg.Image"):
+    with pytest.raises(tg.ArgumentError, match=r"MetaPrompt works on text and got a tg\.Image"):
         meta(image())
     assert engine.calls == []
     from textgraph.prompts import render
