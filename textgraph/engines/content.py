@@ -10,6 +10,7 @@ no cache row, cassette, trace or report; providers read `data` to build their wi
 from __future__ import annotations
 
 import base64
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -79,9 +80,44 @@ class ImagePart(BaseModel):
         return f"data:{self.media_type};base64,{self.base64()}"
 
 
-ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+class ToolUsePart(BaseModel):
+    """A tool call the model made, as received (Anthropic answers a json_schema request with a
+    forced tool call): kept so a follow-up turn can send it back and answer it by `id`. Its
+    text is the input as JSON, what the reply's text already was."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["tool_use"] = "tool_use"
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        return json.dumps(self.input)
 
 
-def parts_text(parts: tuple[TextPart | ImagePart, ...]) -> str:
-    """The text of a message made of parts: text as is, each image as its description."""
-    return "".join(p.text if isinstance(p, TextPart) else p.description for p in parts)
+class ToolResultPart(BaseModel):
+    """The answer to a tool call, by the call's id (`is_error`: the input was not usable, and
+    `content` says why). Its text is `content`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["tool_result"] = "tool_result"
+    tool_use_id: str = Field(min_length=1)
+    content: str
+    is_error: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.content
+
+
+AnyPart = TextPart | ImagePart | ToolUsePart | ToolResultPart
+ContentPart = Annotated[AnyPart, Field(discriminator="type")]
+
+
+def parts_text(parts: tuple[AnyPart, ...]) -> str:
+    """The text of a message made of parts: text as is, each image as its description, a tool
+    call as its input's JSON, a tool result as its content."""
+    return "".join(p.description if isinstance(p, ImagePart) else p.text for p in parts)

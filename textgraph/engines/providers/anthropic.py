@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from textgraph.engines.base import ChatRequest, ChatResponse, Message, Usage
-from textgraph.engines.content import ImagePart
+from textgraph.engines.content import ImagePart, ToolResultPart, ToolUsePart
 from textgraph.engines.http import HTTPCall, HTTPEngine
 from textgraph.errors import ContentFiltered, MalformedResponse, TruncatedOutput
 
@@ -19,8 +19,10 @@ DEFAULT_MAX_TOKENS = 4096
 def wire_content(message: Message) -> str | list[dict[str, Any]]:
     """A text message's content as a str; one with parts as content blocks in reading order:
     {"type": "text", "text"} and {"type": "image", "source": {"type": "base64", "media_type",
-    "data"}}. Empty and whitespace-only text blocks are left out: the API refuses them (a
-    whitespace-only one unless other text is beside it), and between blocks they say nothing."""
+    "data"}}, a tool call as {"type": "tool_use", "id", "name", "input"} and its answer as
+    {"type": "tool_result", "tool_use_id", "content", "is_error"}. Empty and whitespace-only
+    text blocks are left out: the API refuses them (a whitespace-only one unless other text is
+    beside it), and between blocks they say nothing."""
     if not message.parts:
         return message.content
     blocks: list[dict[str, Any]] = []
@@ -28,6 +30,8 @@ def wire_content(message: Message) -> str | list[dict[str, Any]]:
         if isinstance(part, ImagePart):
             source = {"type": "base64", "media_type": part.media_type, "data": part.base64()}
             blocks.append({"type": "image", "source": source})
+        elif isinstance(part, (ToolUsePart, ToolResultPart)):
+            blocks.append(part.model_dump())
         elif part.text.strip():
             blocks.append({"type": "text", "text": part.text})
     return blocks
@@ -77,13 +81,11 @@ class AnthropicEngine(HTTPEngine):
     def parse_body(self, body: Any, request: ChatRequest) -> ChatResponse:
         if not isinstance(body, dict) or not isinstance(body.get("content"), list):
             raise MalformedResponse("anthropic: the response has no content list")
-        tool_inputs = [b.get("input") for b in body["content"] if b.get("type") == "tool_use"]
-        if (
-            tool_inputs
-            and request.response_format
-            and request.response_format.type == "json_schema"
-        ):
-            text = json.dumps(tool_inputs[0])
+        tool_calls = [b for b in body["content"] if b.get("type") == "tool_use"]
+        tool_use = None
+        if tool_calls and request.response_format and request.response_format.type == "json_schema":
+            tool_use = _tool_use(tool_calls[0])
+            text = json.dumps(tool_use.input)
         else:
             text = "".join(b.get("text", "") for b in body["content"] if b.get("type") == "text")
         stop = body.get("stop_reason")
@@ -106,4 +108,15 @@ class AnthropicEngine(HTTPEngine):
                 cached_tokens=usage.get("cache_read_input_tokens") or 0,
             ),
             finish_reason={"end_turn": "stop", "max_tokens": "length"}.get(stop, stop),
+            tool_use=tool_use,
         )
+
+
+def _tool_use(block: dict[str, Any]) -> ToolUsePart:
+    """The forced tool call as received: a repair turn must send it back by its id."""
+    try:
+        return ToolUsePart.model_validate(block)
+    except ValueError:
+        raise MalformedResponse(
+            f"anthropic: a tool_use block lacks its id, name or object input (keys {sorted(block)})"
+        ) from None

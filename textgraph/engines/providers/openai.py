@@ -16,14 +16,15 @@ OFFICIAL_BASE_URL = "https://api.openai.com/v1"
 def wire_message(message: Message) -> dict[str, Any]:
     """A text message as {"role", "content": str}; one with parts as a content array of
     {"type": "text"} and {"type": "image_url", "image_url": {"url": "data:<type>;base64,..."}}
-    parts in reading order (empty text parts left out)."""
+    parts in reading order (empty text parts left out; a tool call or tool result, which only
+    an Anthropic reply makes, is its text)."""
     if not message.parts:
         return {"role": message.role, "content": message.content}
     content: list[dict[str, Any]] = []
     for part in message.parts:
         if isinstance(part, ImagePart):
             content.append({"type": "image_url", "image_url": {"url": part.data_uri()}})
-        elif part.text:
+        elif part.text:  # text, or a tool part as its text
             content.append({"type": "text", "text": part.text})
     return {"role": message.role, "content": content}
 
