@@ -705,3 +705,65 @@ def test_labeled_demos_are_not_made_from_the_text_of_examples_that_hold_images()
     trainer.fit()
     # a demo "total 3? -> 7" would show the question without the receipt it is about
     assert module.demos.items == []
+
+
+# --- provider image limits, checked before anything is sent ------------------------------
+
+
+def _png_of(size: int) -> bytes:
+    return PNG[:8] + b"\0" * (size - 8)
+
+
+def test_anthropic_refuses_an_image_over_5_mb_of_base64_before_sending_it(vision_server):
+    engine = tg.get_engine(
+        "anthropic/claude-test", base_url=vision_server.anthropic_base_url, api_key="k", cache=False
+    )
+    fits = tg.Image(_png_of(3_900_000), role_description="scan")  # 5,200,000 bytes as base64
+    assert tg.LLMCall(engine)(fits).value == "12.50"
+    assert vision_server.request_count == 1
+    big = tg.Image(_png_of(4_000_000), role_description="scan")  # 5,333,336 as base64
+    with pytest.raises(tg.ImageError) as refused:
+        tg.LLMCall(engine)(big)
+    message = str(refused.value)
+    assert "per-image limit of 5.0 MB (5242880 bytes, base64)" in message
+    assert big.sha256[:12] in message and "Resize or recompress" in message
+    assert vision_server.request_count == 1  # nothing was sent
+
+
+def test_anthropic_refuses_more_than_100_images_and_the_limit_can_be_changed(vision_server):
+    engine = tg.get_engine(
+        "anthropic/claude-test", base_url=vision_server.anthropic_base_url, api_key="k", cache=False
+    )
+    photos = [image(PNG + bytes([i % 256, i // 256])) for i in range(101)]
+    with pytest.raises(tg.ImageError, match="carries 101 images, over the 100 per request"):
+        tg.LLMCall(engine)(photos)
+    assert vision_server.request_count == 0
+    assert tg.LLMCall(engine)(photos[:100]).value == "12.50"
+    from textgraph.engines.content import ImageLimits
+
+    engine.inner.image_limits = ImageLimits("anthropic", "test", max_images=600)
+    assert tg.LLMCall(engine)(photos).value == "12.50"
+    assert [len(r.images) for r in vision_server.stats.requests] == [100, 101]
+
+
+def test_openai_limits_apply_to_api_openai_com_only_and_refuse_before_any_request(vision_server):
+    import httpx
+
+    from textgraph.engines.content import ImageLimits
+    from textgraph.engines.providers.openai import OFFICIAL_BASE_URL, OpenAIEngine
+
+    sent = []
+    transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(500))
+    official = OpenAIEngine(
+        "gpt-4o-mini", base_url=OFFICIAL_BASE_URL, api_key="k", transport=transport
+    )
+    photos = [image(PNG + bytes([i % 256, i // 256])) for i in range(501)]
+    with pytest.raises(tg.ImageError, match="carries 501 images, over the 500 per request"):
+        tg.LLMCall(official)(photos)
+    official.image_limits = ImageLimits("openai", "test", max_images_base64_bytes=800)
+    with pytest.raises(tg.ImageError, match=r"images are .* as base64, over the 800 B"):
+        tg.LLMCall(official)([image(), image(GIF)])
+    assert sent == []
+    compatible = tg.get_engine("openai/llava", base_url=vision_server.openai_base_url, cache=False)
+    assert compatible.inner.image_limits is None  # vLLM, llama.cpp, OpenRouter have their own
+    assert tg.LLMCall(compatible)(photos).value == "12.50"

@@ -7,13 +7,25 @@ import json
 from typing import Any
 
 from textgraph.engines.base import ChatRequest, ChatResponse, Message, Usage
-from textgraph.engines.content import ImagePart, ToolResultPart, ToolUsePart
+from textgraph.engines.content import ImageLimits, ImagePart, ToolResultPart, ToolUsePart
 from textgraph.engines.http import HTTPCall, HTTPEngine
 from textgraph.errors import ContentFiltered, MalformedResponse, TruncatedOutput
 
 OFFICIAL_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
+
+# https://platform.claude.com/docs/en/build-with-claude/vision ("Before you upload", FAQ):
+# 5 MB per image (the API measures the base64 text: "image exceeds 5 MB maximum: N bytes >
+# 5242880 bytes"), 100 images per request for 200k-token-context models (600 for the others:
+# raise max_images for those), and a 32 MB request size limit on the standard endpoints.
+IMAGE_LIMITS = ImageLimits(
+    provider="anthropic",
+    source="https://platform.claude.com/docs/en/build-with-claude/vision",
+    max_image_base64_bytes=5 * 1024 * 1024,
+    max_images=100,
+    max_images_base64_bytes=32 * 1024 * 1024,
+)
 
 
 def wire_content(message: Message) -> str | list[dict[str, Any]]:
@@ -42,8 +54,12 @@ class AnthropicEngine(HTTPEngine):
     key_env = "ANTHROPIC_API_KEY"
     # Sent as base64 image blocks; a model without vision answers 400 (raised, not retried).
     supports_images = True
+    # Checked before anything is sent; assign an ImageLimits (or None) to change it.
+    image_limits: ImageLimits | None = IMAGE_LIMITS
 
     def build_request(self, request: ChatRequest) -> HTTPCall:
+        if self.image_limits is not None:
+            self.image_limits.check(request.images())
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
         messages = [
             {"role": m.role, "content": wire_content(m)}
