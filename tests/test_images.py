@@ -4,6 +4,7 @@ local test server, text-only refusals, caching by hash, and bytes kept out of ev
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import sqlite3
 
@@ -237,12 +238,33 @@ def test_ollama_payload_has_images_beside_the_text_with_a_marker(vision_server):
     engine = tg.get_engine("ollama/llava", base_url=vision_server.ollama_host, cache=False)
     assert formatted_call(engine).value == "12.50"
     user = vision_server.stats.requests[0].body["messages"][1]
+    marker = f"[image 1 sha256:{hashlib.sha256(PNG).hexdigest()[:12]}]"
     assert user == {
         "role": "user",
-        "content": "Before the image. [image 1] After the image, answer the total",
+        "content": f"Before the image. {marker} After the image, answer the total",
         "images": [B64],
     }
     assert vision_server.stats.requests[0].images == [("image/png", PNG)]
+
+
+def test_ollama_markers_cannot_be_confused_with_text_the_user_wrote(vision_server):
+    engine = tg.get_engine("ollama/llava", base_url=vision_server.ollama_host, cache=False)
+    marker = f"[image 1 sha256:{hashlib.sha256(PNG).hexdigest()[:12]}]"
+    gif_marker = f"[image 2 sha256:{hashlib.sha256(GIF).hexdigest()[:12]}]"
+    written = tg.Variable("Compare [image 1] with [image 2].", role_description="question")
+    assert tg.LLMCall(engine)([written, image(), image(GIF)]).value == "12.50"
+    (user,) = vision_server.stats.requests[0].body["messages"]
+    # the user's own "[image 1]" stays as written; the markers name each image by its bytes
+    assert user["content"] == f"Compare [image 1] with [image 2].\n\n{marker}\n\n{gif_marker}"
+    assert user["images"] == [B64, base64.b64encode(GIF).decode()]
+    # text that holds a marker's exact form is refused before anything is sent
+    forged = tg.Variable(f"The first one is {marker}.", role_description="question")
+    with pytest.raises(tg.ArgumentError, match="has the form of the marker"):
+        tg.LLMCall(engine)([forged, image()])
+    assert vision_server.request_count == 1
+    # without images there are no markers, and such text is sent as it is
+    assert tg.LLMCall(engine)(forged).value == "12.50"
+    assert vision_server.stats.requests[1].body["messages"][0]["content"] == forged.value
 
 
 def test_a_malformed_image_part_is_a_400_as_from_the_real_apis(vision_server):
@@ -647,7 +669,7 @@ def test_an_image_written_into_a_prompt_template_is_refused_not_described():
     engine = ScriptedEngine(lambda r: "never", vision=True)
     expert = tg.Variable("You add numbers.", role_description="instructions of the adder")
     meta = tg.MetaPrompt(engine, {"adder": expert})
-    with pytest.raises(tg.ArgumentError, match=r"template field \{problem\} got a tg.Image"):
+    with pytest.raises(tg.ArgumentError, match=r"MetaPrompt works on text and got a tg\.Image"):
         meta(image())
     assert engine.calls == []
     from textgraph.prompts import render
@@ -683,3 +705,65 @@ def test_labeled_demos_are_not_made_from_the_text_of_examples_that_hold_images()
     trainer.fit()
     # a demo "total 3? -> 7" would show the question without the receipt it is about
     assert module.demos.items == []
+
+
+# --- provider image limits, checked before anything is sent ------------------------------
+
+
+def _png_of(size: int) -> bytes:
+    return PNG[:8] + b"\0" * (size - 8)
+
+
+def test_anthropic_refuses_an_image_over_5_mb_of_base64_before_sending_it(vision_server):
+    engine = tg.get_engine(
+        "anthropic/claude-test", base_url=vision_server.anthropic_base_url, api_key="k", cache=False
+    )
+    fits = tg.Image(_png_of(3_900_000), role_description="scan")  # 5,200,000 bytes as base64
+    assert tg.LLMCall(engine)(fits).value == "12.50"
+    assert vision_server.request_count == 1
+    big = tg.Image(_png_of(4_000_000), role_description="scan")  # 5,333,336 as base64
+    with pytest.raises(tg.ImageError) as refused:
+        tg.LLMCall(engine)(big)
+    message = str(refused.value)
+    assert "per-image limit of 5.0 MB (5242880 bytes, base64)" in message
+    assert big.sha256[:12] in message and "Resize or recompress" in message
+    assert vision_server.request_count == 1  # nothing was sent
+
+
+def test_anthropic_refuses_more_than_100_images_and_the_limit_can_be_changed(vision_server):
+    engine = tg.get_engine(
+        "anthropic/claude-test", base_url=vision_server.anthropic_base_url, api_key="k", cache=False
+    )
+    photos = [image(PNG + bytes([i % 256, i // 256])) for i in range(101)]
+    with pytest.raises(tg.ImageError, match="carries 101 images, over the 100 per request"):
+        tg.LLMCall(engine)(photos)
+    assert vision_server.request_count == 0
+    assert tg.LLMCall(engine)(photos[:100]).value == "12.50"
+    from textgraph.engines.content import ImageLimits
+
+    engine.inner.image_limits = ImageLimits("anthropic", "test", max_images=600)
+    assert tg.LLMCall(engine)(photos).value == "12.50"
+    assert [len(r.images) for r in vision_server.stats.requests] == [100, 101]
+
+
+def test_openai_limits_apply_to_api_openai_com_only_and_refuse_before_any_request(vision_server):
+    import httpx
+
+    from textgraph.engines.content import ImageLimits
+    from textgraph.engines.providers.openai import OFFICIAL_BASE_URL, OpenAIEngine
+
+    sent = []
+    transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(500))
+    official = OpenAIEngine(
+        "gpt-4o-mini", base_url=OFFICIAL_BASE_URL, api_key="k", transport=transport
+    )
+    photos = [image(PNG + bytes([i % 256, i // 256])) for i in range(501)]
+    with pytest.raises(tg.ImageError, match="carries 501 images, over the 500 per request"):
+        tg.LLMCall(official)(photos)
+    official.image_limits = ImageLimits("openai", "test", max_images_base64_bytes=800)
+    with pytest.raises(tg.ImageError, match=r"images are .* as base64, over the 800 B"):
+        tg.LLMCall(official)([image(), image(GIF)])
+    assert sent == []
+    compatible = tg.get_engine("openai/llava", base_url=vision_server.openai_base_url, cache=False)
+    assert compatible.inner.image_limits is None  # vLLM, llama.cpp, OpenRouter have their own
+    assert tg.LLMCall(compatible)(photos).value == "12.50"

@@ -368,3 +368,162 @@ def test_real_model_replies_validate_on_the_first_attempt(reasoning):
     assert all((o.reasoning is not None) == reasoning for o in outs)
     # The grammar makes every first reply valid: no repair turn was needed.
     assert engine.usage.total.calls == len(PROBLEMS)
+
+
+# --- the repair turn on the wire -------------------------------------------------------
+
+BAD = '{"answer": "four", "unit": "apples"}'  # valid JSON, so a tool input; not an Answer
+
+
+def _expected_repair(call: tg.StructuredLLMCall, reply: str) -> str:
+    from textgraph.prompts import render_file
+
+    with pytest.raises(ValueError) as problem:
+        call._parse(reply)
+    return render_file("structured_repair", error=str(problem.value), fields=call._quoted())
+
+
+def test_anthropic_repair_sends_the_tool_use_back_and_answers_it_with_an_error_result():
+    replies = iter([BAD, GOOD])
+    with LLMTestServer(ScriptedEngine(lambda r: next(replies), raw=True)) as server:
+        engine = tg.get_engine(
+            "anthropic/claude-test", base_url=server.anthropic_base_url, api_key="k", cache=False
+        )
+        call = tg.StructuredLLMCall(engine, output=Answer)
+        out = call(question())
+        first, second = server.stats.requests
+    assert out.parsed == Answer(answer=4, unit="apples")
+    assert first.status == second.status == 200
+    (tool_use,) = first.reply["content"]
+    assert tool_use["type"] == "tool_use" and tool_use["id"].startswith("toolu_")
+    assert second.body["messages"] == [
+        *first.body["messages"],
+        {"role": "assistant", "content": [tool_use]},  # as received: id, name, input
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": tool_use["id"],
+                    "content": _expected_repair(call, BAD),
+                    "is_error": True,
+                }
+            ],
+        },
+    ]
+    assert second.body["tools"] == first.body["tools"]
+    assert second.body["tool_choice"] == {"type": "tool", "name": "Answer"}
+
+
+@pytest.mark.parametrize("protocol", ["openai", "ollama"])
+def test_openai_and_ollama_repair_is_the_reply_as_text_then_the_repair_message(protocol):
+    replies = iter([BAD, GOOD])
+    with LLMTestServer(ScriptedEngine(lambda r: next(replies), raw=True)) as server:
+        base_url = server.openai_base_url if protocol == "openai" else server.ollama_host
+        model = "openai/test-model" if protocol == "openai" else "ollama/llama3"
+        engine = tg.get_engine(model, base_url=base_url, api_key="k", cache=False)
+        call = tg.StructuredLLMCall(engine, output=Answer)
+        out = call(question())
+        first, second = server.stats.requests
+    assert out.parsed == Answer(answer=4, unit="apples")
+    assert second.body["messages"] == [
+        *first.body["messages"],
+        {"role": "assistant", "content": BAD},
+        {"role": "user", "content": _expected_repair(call, BAD)},
+    ]
+
+
+def _post_anthropic(server, messages):
+    import httpx
+
+    body = {"model": "claude-test", "max_tokens": 64, "messages": messages}
+    return httpx.post(f"{server.anthropic_base_url}/v1/messages", json=body, timeout=10)
+
+
+def test_the_anthropic_test_server_refuses_tool_turns_the_api_refuses():
+    call = {"type": "tool_use", "id": "toolu_1", "name": "Answer", "input": {"answer": 4}}
+    answer = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "bad", "is_error": True}
+    text = {"type": "text", "text": "Try again."}
+    ask = {"role": "user", "content": "How many?"}
+    with LLMTestServer(ScriptedEngine(lambda r: "ok")) as server:
+        cases = {
+            "unanswered": [ask, {"role": "assistant", "content": [call]}, ask],
+            "plain text after a tool_use": [
+                ask,
+                {"role": "assistant", "content": [call]},
+                {"role": "user", "content": "bad, try again"},
+            ],
+            "another id": [
+                ask,
+                {"role": "assistant", "content": [call]},
+                {"role": "user", "content": [{**answer, "tool_use_id": "toolu_2"}]},
+            ],
+            "text first": [
+                ask,
+                {"role": "assistant", "content": [call]},
+                {"role": "user", "content": [text, answer]},
+            ],
+            "result without a call": [ask, {"role": "user", "content": [answer]}],
+        }
+        refused = {name: _post_anthropic(server, m) for name, m in cases.items()}
+        accepted = _post_anthropic(
+            server,
+            [
+                ask,
+                {"role": "assistant", "content": [call]},
+                {"role": "user", "content": [answer, text]},
+            ],
+        )
+    for name, response in refused.items():
+        assert response.status_code == 400, name
+    assert (
+        "without tool_result blocks immediately after: toolu_1"
+        in (refused["unanswered"].json()["error"]["message"])
+    )
+    assert "unexpected tool_use_id" in refused["another id"].json()["error"]["message"]
+    assert "must come first" in refused["text first"].json()["error"]["message"]
+    assert accepted.status_code == 200
+
+
+def test_a_tool_reply_keeps_its_call_through_the_cache_and_other_replies_dump_as_before(tmp_path):
+    from textgraph.engines.base import ChatResponse
+    from textgraph.engines.content import ToolUsePart
+
+    plain = ChatResponse(text="hi")
+    assert "tool_use" not in plain.model_dump() and "tool_use" not in plain.model_dump_json()
+    call = ToolUsePart(id="toolu_9", name="Answer", input={"answer": 4})
+    tool = ChatResponse(text=call.text, tool_use=call)
+    assert ChatResponse.model_validate_json(tool.model_dump_json()).tool_use == call
+    assistant, user = plain.repair_turns("fix it")
+    assert (assistant.content, assistant.parts, user.content, user.parts) == (
+        "hi",
+        (),
+        "fix it",
+        (),
+    )
+
+
+def test_text_and_image_request_keys_are_those_computed_before_tool_parts_existed():
+    from textgraph.engines.base import ChatRequest, Message, ResponseFormat
+    from textgraph.engines.cache import request_key
+    from textgraph.engines.content import ImagePart, TextPart
+
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 40
+    fmt = ResponseFormat(type="json_schema", name="A", json_schema={"type": "object"})
+    turns = [("user", "q"), ("assistant", "a"), ("user", "fix")]
+    requests = [
+        ChatRequest.from_prompts("sys", "hello", temperature=0.2),
+        ChatRequest(messages=[Message(role=r, content=c) for r, c in turns], response_format=fmt),
+        ChatRequest(
+            messages=[Message(role="user", parts=(TextPart(text="see "), ImagePart(data=png)))]
+        ),
+    ]
+    keys = [
+        request_key(r, provider="anthropic", base_url="http://x", model="m", salt=None)
+        for r in requests
+    ]
+    assert [k[:16] for k in keys] == [  # computed on main before ToolUsePart/ToolResultPart
+        "91f928c0ecd70766",
+        "a66389803bf66ac8",
+        "dc0013209e509ce7",
+    ]

@@ -210,7 +210,8 @@ def _too_large(source: str, size: int, limit: int) -> str:
     return (
         f"image {source!r} is {human_size(size)} ({size} bytes), over the limit of "
         f"{human_size(limit)} ({limit} bytes); shrink it (providers refuse large images: "
-        "Anthropic over 5 MB, OpenAI over 20 MB), or raise the limit with "
+        "Anthropic over 5 MB of base64, about 3.75 MB of file; see docs/images.md), or "
+        "raise the limit with "
         "tg.Image(..., max_bytes=N) or textgraph.image.MAX_IMAGE_BYTES = N"
     )
 

@@ -203,11 +203,7 @@ async def call_with_repair(
         except ValueError as exc:
             error = str(exc)
             if attempt < attempts - 1:
-                messages = [
-                    *messages,
-                    Message(role="assistant", content=response.text),
-                    Message(role="user", content=repair_message(error)),
-                ]
+                messages = [*messages, *response.repair_turns(repair_message(error))]
             continue
         return Reply(
             value=value,

@@ -13,10 +13,17 @@ import abc
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from textgraph.engines.checks import check_int
-from textgraph.engines.content import ContentPart, ImagePart, TextPart, parts_text
+from textgraph.engines.content import (
+    AnyPart,
+    ContentPart,
+    ImagePart,
+    ToolResultPart,
+    ToolUsePart,
+    parts_text,
+)
 from textgraph.engines.limits import ConcurrencyLimit
 from textgraph.engines.observe import observed
 from textgraph.errors import ArgumentError, ImagesNotSupported
@@ -41,7 +48,9 @@ PURPOSES: tuple[str, ...] = (
 class Message(BaseModel):
     """One turn. `content` is its text; a user turn may instead be given as `parts` (text and
     images in reading order), and then `content` is derived from them: the text with each
-    image as its one-line description, so whatever reads text never sees image bytes."""
+    image as its one-line description, so whatever reads text never sees image bytes. A tool
+    call the model made (`ToolUsePart`) is an assistant turn's part, and its answer
+    (`ToolResultPart`, first in the content) a user turn's."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -54,7 +63,8 @@ class Message(BaseModel):
     def _content_from_parts(cls, values: Any) -> Any:
         if isinstance(values, dict) and values.get("parts") and "content" not in values:
             parts = tuple(
-                p if isinstance(p, (TextPart, ImagePart)) else _part(p) for p in values["parts"]
+                p if isinstance(p, AnyPart) else _PART.validate_python(_text_by_default(p))
+                for p in values["parts"]
             )
             values = {**values, "parts": parts, "content": parts_text(parts)}
         return values
@@ -68,6 +78,14 @@ class Message(BaseModel):
                 f"images go in user messages only (providers refuse them in {self.role} "
                 "messages); put the image in the user turn"
             )
+        if self.role != "assistant" and any(isinstance(p, ToolUsePart) for p in self.parts):
+            raise ValueError("a tool call (ToolUsePart) is the model's: an assistant turn's part")
+        results = [isinstance(p, ToolResultPart) for p in self.parts]
+        if any(results) and (self.role != "user" or results != sorted(results, reverse=True)):
+            raise ValueError(
+                "tool results (ToolResultPart) go first in a user turn, before any other part "
+                "(Anthropic refuses text before a tool_result)"
+            )
         if self.content != parts_text(self.parts):
             raise ValueError(
                 "a message given as parts derives its content from them; pass parts=... "
@@ -80,10 +98,12 @@ class Message(BaseModel):
         return tuple(p for p in self.parts if isinstance(p, ImagePart))
 
 
-def _part(value: Any) -> TextPart | ImagePart:
-    if isinstance(value, dict) and value.get("type") == "image":
-        return ImagePart.model_validate(value)
-    return TextPart.model_validate(value)
+def _text_by_default(value: Any) -> Any:
+    """A part given as a dict without "type" is text, as it always was."""
+    return {**value, "type": "text"} if isinstance(value, dict) and "type" not in value else value
+
+
+_PART: TypeAdapter[AnyPart] = TypeAdapter(ContentPart)
 
 
 class ResponseFormat(BaseModel):
@@ -156,6 +176,25 @@ class ChatResponse(BaseModel):
     latency: float = 0.0  # seconds from request to response
     finish_reason: str | None = "stop"
     cached: bool = False
+    # The tool call the reply was, when it was one (Anthropic's forced tool for json_schema);
+    # `text` is then its input as JSON. Left out of dumps when None, so cache rows and
+    # cassettes of every other reply are as they were.
+    tool_use: ToolUsePart | None = Field(default=None, exclude_if=lambda value: value is None)
+
+    def repair_turns(self, repair: str) -> tuple[Message, Message]:
+        """The two turns that ask for this reply again, fixed: the reply as the assistant turn,
+        then `repair` (what was wrong and what to send) as the user turn. A tool call goes back
+        as the tool_use it was, answered by an error tool_result for its id (the shape
+        Anthropic requires); any other reply as its text, then the repair as plain text."""
+        if self.tool_use is None:
+            return Message(role="assistant", content=self.text), Message(
+                role="user", content=repair
+            )
+        answer = ToolResultPart(tool_use_id=self.tool_use.id, content=repair, is_error=True)
+        return (
+            Message(role="assistant", parts=(self.tool_use,)),
+            Message(role="user", parts=(answer,)),
+        )
 
 
 class Engine(abc.ABC):

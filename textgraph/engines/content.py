@@ -10,11 +10,20 @@ no cache row, cassette, trace or report; providers read `data` to build their wi
 from __future__ import annotations
 
 import base64
+import json
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from textgraph._media import SUPPORTED_MEDIA_TYPES, describe_image, sha256_of, sniff_media_type
+from textgraph._media import (
+    SUPPORTED_MEDIA_TYPES,
+    describe_image,
+    human_size,
+    sha256_of,
+    sniff_media_type,
+)
+from textgraph.errors import ImageError
 
 
 class TextPart(BaseModel):
@@ -79,9 +88,95 @@ class ImagePart(BaseModel):
         return f"data:{self.media_type};base64,{self.base64()}"
 
 
-ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+class ToolUsePart(BaseModel):
+    """A tool call the model made, as received (Anthropic answers a json_schema request with a
+    forced tool call): kept so a follow-up turn can send it back and answer it by `id`. Its
+    text is the input as JSON, what the reply's text already was."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["tool_use"] = "tool_use"
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        return json.dumps(self.input)
 
 
-def parts_text(parts: tuple[TextPart | ImagePart, ...]) -> str:
-    """The text of a message made of parts: text as is, each image as its description."""
-    return "".join(p.text if isinstance(p, TextPart) else p.description for p in parts)
+class ToolResultPart(BaseModel):
+    """The answer to a tool call, by the call's id (`is_error`: the input was not usable, and
+    `content` says why). Its text is `content`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["tool_result"] = "tool_result"
+    tool_use_id: str = Field(min_length=1)
+    content: str
+    is_error: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.content
+
+
+AnyPart = TextPart | ImagePart | ToolUsePart | ToolResultPart
+ContentPart = Annotated[AnyPart, Field(discriminator="type")]
+
+
+def parts_text(parts: tuple[AnyPart, ...]) -> str:
+    """The text of a message made of parts: text as is, each image as its description, a tool
+    call as its input's JSON, a tool result as its content."""
+    return "".join(p.description if isinstance(p, ImagePart) else p.text for p in parts)
+
+
+def base64_size(size: int) -> int:
+    """How many bytes `size` bytes take as standard base64 (what every wire format sends)."""
+    return 4 * -(-size // 3)
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What a provider documents it refuses, checked before anything is sent (an ImageError
+    naming the limit), so a request is never sent only to fail, nor an image dropped. None:
+    no such limit. Sizes are of the base64 text, as the providers measure them."""
+
+    provider: str
+    source: str  # the page that documents the limits
+    max_image_base64_bytes: int | None = None
+    max_images: int | None = None
+    max_images_base64_bytes: int | None = None  # all of a request's images together
+
+    def check(self, images: tuple[ImagePart, ...]) -> None:
+        if not images:
+            return
+        change = (
+            f"(limits from {self.source}; if the provider has raised them, set the provider "
+            "engine's image_limits, e.g. tg.get_engine(...).inner.image_limits, to a "
+            "textgraph.engines.content.ImageLimits, or None to check nothing)"
+        )
+        if self.max_images is not None and len(images) > self.max_images:
+            raise ImageError(
+                f"{self.provider}: the request carries {len(images)} images, over the "
+                f"{self.max_images} per request that {self.provider} accepts; nothing was "
+                f"sent. Split the images over several calls {change}"
+            )
+        sizes = [base64_size(image.size) for image in images]
+        for number, (image, size) in enumerate(zip(images, sizes, strict=True), 1):
+            limit = self.max_image_base64_bytes
+            if limit is not None and size > limit:
+                raise ImageError(
+                    f"{self.provider}: image {number} of the request ({image.description}) is "
+                    f"{human_size(size)} as base64, over {self.provider}'s per-image limit of "
+                    f"{human_size(limit)} ({limit} bytes, base64); nothing was sent. Resize or "
+                    "recompress it (a raw file under 3/4 of the limit fits) "
+                    f"{change}"
+                )
+        total = self.max_images_base64_bytes
+        if total is not None and sum(sizes) > total:
+            raise ImageError(
+                f"{self.provider}: the request's {len(images)} images are {human_size(sum(sizes))} "
+                f"as base64, over the {human_size(total)} a {self.provider} request may carry; "
+                f"nothing was sent. Send fewer or smaller images per call {change}"
+            )

@@ -3,7 +3,9 @@
 It listens on 127.0.0.1 on a port the OS picks, answers from any engine
 (usually a ScriptedEngine), checks image parts as the real APIs do (valid
 base64, a supported type that matches the bytes, images in user turns only:
-anything else is a 400; images for an engine without `supports_images` are
+anything else is a 400; Anthropic tool turns as the API does: a tool_use answered by a
+tool_result with its id in the next user turn, tool results first; images for an engine
+without `supports_images` are
 answered as a text-only model is: a 400, from Ollama a 500), records the decoded images of each
 request (`RecordedRequest.images`), and can inject the faults real providers
 produce: 429 with Retry-After, 5xx, hangs past the client's timeout,
@@ -33,7 +35,7 @@ from typing import Any
 
 from textgraph._media import SUPPORTED_MEDIA_TYPES, sniff_media_type
 from textgraph.engines.base import ChatRequest, Engine, Message, ResponseFormat
-from textgraph.engines.content import ImagePart, TextPart
+from textgraph.engines.content import AnyPart, ImagePart, TextPart, ToolResultPart, ToolUsePart
 
 
 @dataclass
@@ -67,6 +69,7 @@ class RecordedRequest:
     status: int = 0
     fault: str | None = None
     images: list[tuple[str, bytes]] = field(default_factory=list)  # (media type, bytes)
+    reply: Any = None  # the JSON body answered with 200, when one was
 
 
 @dataclass
@@ -257,9 +260,24 @@ def _openai_part(part: object, where: str) -> TextPart | ImagePart:
     return ImagePart(data=raw, media_type=media_type)
 
 
-def _anthropic_part(block: object, where: str) -> TextPart | ImagePart:
-    if not isinstance(block, dict) or block.get("type") not in ("text", "image"):
-        raise BadRequest(f"{where}: content blocks must be of type 'text' or 'image'")
+ANTHROPIC_BLOCKS = ("text", "image", "tool_use", "tool_result")
+
+
+def _anthropic_part(block: object, where: str) -> AnyPart:
+    if not isinstance(block, dict) or block.get("type") not in ANTHROPIC_BLOCKS:
+        raise BadRequest(f"{where}: content blocks must be of type {' or '.join(ANTHROPIC_BLOCKS)}")
+    if block["type"] == "tool_use":
+        if not (isinstance(block.get("id"), str) and isinstance(block.get("input"), dict)):
+            raise BadRequest(f"{where}: a tool_use block needs a string id and an object input")
+        return ToolUsePart.model_validate(block)
+    if block["type"] == "tool_result":
+        if not isinstance(block.get("tool_use_id"), str):
+            raise BadRequest(f"{where}: a tool_result block needs a string tool_use_id")
+        if not isinstance(block.get("content", ""), str):
+            raise BadRequest(f"{where}: this test server takes tool_result content as a string")
+        if not isinstance(block.get("is_error", False), bool):
+            raise BadRequest(f"{where}: tool_result is_error must be a boolean")
+        return ToolResultPart.model_validate(block)
     if block["type"] == "text":
         if not isinstance(block.get("text"), str) or not block["text"]:
             raise BadRequest(f"{where}: text content blocks must be non-empty")
@@ -280,7 +298,7 @@ def _message(protocol: str, index: int, m: object) -> Message | None:
     if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
         return None
     role, content = m["role"], m.get("content")
-    parts: list[TextPart | ImagePart] = []
+    parts: list[AnyPart] = []
     if isinstance(content, list) and protocol in ("openai", "anthropic"):
         read = _openai_part if protocol == "openai" else _anthropic_part
         parts = [read(p, f"{where}.content.{i}") for i, p in enumerate(content)]
@@ -303,7 +321,48 @@ def _message(protocol: str, index: int, m: object) -> Message | None:
         return Message(role=role, content=content if isinstance(content, str) else "")
     if role != "user" and any(isinstance(p, ImagePart) for p in parts):
         raise BadRequest(f"{where}: images are only allowed in user messages")
+    if role != "assistant" and any(isinstance(p, ToolUsePart) for p in parts):
+        raise BadRequest(f"{where}: tool_use blocks are only allowed in assistant messages")
+    results = [isinstance(p, ToolResultPart) for p in parts]
+    if any(results) and role != "user":
+        raise BadRequest(f"{where}: tool_result blocks are only allowed in user messages")
+    if results != sorted(results, reverse=True):
+        raise BadRequest(
+            f"{where}: tool_result blocks must come first in the content, before any text"
+        )
     return Message(role=role, parts=tuple(parts))
+
+
+def _check_tool_turns(messages: list[Message]) -> None:
+    """What the Messages API checks of tool turns: every tool_use is answered by a tool_result
+    with its id in the very next message, a user turn, and every tool_result answers a
+    tool_use of the message just before it."""
+    for index, message in enumerate(messages):
+        previous = messages[index - 1] if index else None
+        asked = {p.id for p in previous.parts if isinstance(p, ToolUsePart)} if previous else set()
+        answered = [p.tool_use_id for p in message.parts if isinstance(p, ToolResultPart)]
+        stray = [i for i in answered if i not in asked]
+        if stray:
+            raise BadRequest(
+                f"messages.{index}.content: unexpected tool_use_id found in tool_result blocks: "
+                f"{', '.join(stray)}. Each tool_result block must have a corresponding "
+                "tool_use block in the previous message."
+            )
+    for index, message in enumerate(messages):
+        calls = [p.id for p in message.parts if isinstance(p, ToolUsePart)]
+        following = messages[index + 1] if index + 1 < len(messages) else None
+        given = (
+            {p.tool_use_id for p in following.parts if isinstance(p, ToolResultPart)}
+            if following is not None and following.role == "user"
+            else set()
+        )
+        missing = [i for i in calls if i not in given]
+        if missing:
+            raise BadRequest(
+                f"messages.{index}: tool_use ids were found without tool_result blocks "
+                f"immediately after: {', '.join(missing)}. Each tool_use block must have a "
+                "corresponding tool_result block in the next message."
+            )
 
 
 def _chat_request(protocol: str, body: dict[str, Any]) -> ChatRequest:
@@ -317,6 +376,8 @@ def _chat_request(protocol: str, body: dict[str, Any]) -> ChatRequest:
         for i, m in enumerate(raw_messages)
         if (message := _message(protocol, i, m)) is not None
     ]
+    if protocol == "anthropic":
+        _check_tool_turns(messages)
     if protocol == "anthropic" and body.get("system"):
         messages = [Message(role="system", content=body["system"]), *messages]
     fmt = None
@@ -377,7 +438,7 @@ def _reply_body(
             content = [
                 {
                     "type": "tool_use",
-                    "id": "toolu_test",
+                    "id": f"toolu_{uuid.uuid4().hex[:24]}",
                     "name": body["tools"][0]["name"],
                     "input": json.loads(text),
                 }
@@ -553,7 +614,8 @@ class _Handler(BaseHTTPRequestHandler):
         with server._lock:
             server.stats.prompt_tokens += prompt
             server.stats.completion_tokens += completion
-        return self._send(200, _reply_body(protocol, body, text, prompt, completion))
+        record.reply = _reply_body(protocol, body, text, prompt, completion)
+        return self._send(200, record.reply)
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> int:
         return self._send_raw(status, json.dumps(payload).encode(), headers)

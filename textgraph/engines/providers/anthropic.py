@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from textgraph.engines.base import ChatRequest, ChatResponse, Message, Usage
-from textgraph.engines.content import ImagePart
+from textgraph.engines.content import ImageLimits, ImagePart, ToolResultPart, ToolUsePart
 from textgraph.engines.http import HTTPCall, HTTPEngine
 from textgraph.errors import ContentFiltered, MalformedResponse, TruncatedOutput
 
@@ -15,12 +15,26 @@ OFFICIAL_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 
+# https://platform.claude.com/docs/en/build-with-claude/vision ("Before you upload", FAQ):
+# 5 MB per image (the API measures the base64 text: "image exceeds 5 MB maximum: N bytes >
+# 5242880 bytes"), 100 images per request for 200k-token-context models (600 for the others:
+# raise max_images for those), and a 32 MB request size limit on the standard endpoints.
+IMAGE_LIMITS = ImageLimits(
+    provider="anthropic",
+    source="https://platform.claude.com/docs/en/build-with-claude/vision",
+    max_image_base64_bytes=5 * 1024 * 1024,
+    max_images=100,
+    max_images_base64_bytes=32 * 1024 * 1024,
+)
+
 
 def wire_content(message: Message) -> str | list[dict[str, Any]]:
     """A text message's content as a str; one with parts as content blocks in reading order:
     {"type": "text", "text"} and {"type": "image", "source": {"type": "base64", "media_type",
-    "data"}}. Empty and whitespace-only text blocks are left out: the API refuses them (a
-    whitespace-only one unless other text is beside it), and between blocks they say nothing."""
+    "data"}}, a tool call as {"type": "tool_use", "id", "name", "input"} and its answer as
+    {"type": "tool_result", "tool_use_id", "content", "is_error"}. Empty and whitespace-only
+    text blocks are left out: the API refuses them (a whitespace-only one unless other text is
+    beside it), and between blocks they say nothing."""
     if not message.parts:
         return message.content
     blocks: list[dict[str, Any]] = []
@@ -28,6 +42,8 @@ def wire_content(message: Message) -> str | list[dict[str, Any]]:
         if isinstance(part, ImagePart):
             source = {"type": "base64", "media_type": part.media_type, "data": part.base64()}
             blocks.append({"type": "image", "source": source})
+        elif isinstance(part, (ToolUsePart, ToolResultPart)):
+            blocks.append(part.model_dump())
         elif part.text.strip():
             blocks.append({"type": "text", "text": part.text})
     return blocks
@@ -38,8 +54,12 @@ class AnthropicEngine(HTTPEngine):
     key_env = "ANTHROPIC_API_KEY"
     # Sent as base64 image blocks; a model without vision answers 400 (raised, not retried).
     supports_images = True
+    # Checked before anything is sent; assign an ImageLimits (or None) to change it.
+    image_limits: ImageLimits | None = IMAGE_LIMITS
 
     def build_request(self, request: ChatRequest) -> HTTPCall:
+        if self.image_limits is not None:
+            self.image_limits.check(request.images())
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
         messages = [
             {"role": m.role, "content": wire_content(m)}
@@ -77,13 +97,11 @@ class AnthropicEngine(HTTPEngine):
     def parse_body(self, body: Any, request: ChatRequest) -> ChatResponse:
         if not isinstance(body, dict) or not isinstance(body.get("content"), list):
             raise MalformedResponse("anthropic: the response has no content list")
-        tool_inputs = [b.get("input") for b in body["content"] if b.get("type") == "tool_use"]
-        if (
-            tool_inputs
-            and request.response_format
-            and request.response_format.type == "json_schema"
-        ):
-            text = json.dumps(tool_inputs[0])
+        tool_calls = [b for b in body["content"] if b.get("type") == "tool_use"]
+        tool_use = None
+        if tool_calls and request.response_format and request.response_format.type == "json_schema":
+            tool_use = _tool_use(tool_calls[0])
+            text = json.dumps(tool_use.input)
         else:
             text = "".join(b.get("text", "") for b in body["content"] if b.get("type") == "text")
         stop = body.get("stop_reason")
@@ -106,4 +124,15 @@ class AnthropicEngine(HTTPEngine):
                 cached_tokens=usage.get("cache_read_input_tokens") or 0,
             ),
             finish_reason={"end_turn": "stop", "max_tokens": "length"}.get(stop, stop),
+            tool_use=tool_use,
         )
+
+
+def _tool_use(block: dict[str, Any]) -> ToolUsePart:
+    """The forced tool call as received: a repair turn must send it back by its id."""
+    try:
+        return ToolUsePart.model_validate(block)
+    except ValueError:
+        raise MalformedResponse(
+            f"anthropic: a tool_use block lacks its id, name or object input (keys {sorted(block)})"
+        ) from None

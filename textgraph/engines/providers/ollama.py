@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from textgraph.engines.base import ChatRequest, ChatResponse, Message, Usage
 from textgraph.engines.content import ImagePart
 from textgraph.engines.http import HTTPCall, HTTPEngine
-from textgraph.errors import MalformedResponse, TruncatedOutput
+from textgraph.errors import ArgumentError, MalformedResponse, TruncatedOutput
 
 DEFAULT_HOST = "http://localhost:11434"
 
@@ -18,19 +19,39 @@ def host_url(host: str | None) -> str:
     return host if "://" in host else f"http://{host}"
 
 
+# Where image N stood in a message's text: "[image N sha256:<first 12 hex of its bytes>]".
+# The hash ties the marker to the image in "images", so text a user wrote ("[image 1]",
+# "compare image 1 and image 2") never reads as a marker; text that holds something of the
+# marker's own form is refused, as it would be ambiguous.
+MARKER = re.compile(r"\[image \d+ sha256:[0-9a-f]{12}\]")
+
+
+def image_marker(number: int, image: ImagePart) -> str:
+    return f"[image {number} sha256:{image.sha256[:12]}]"
+
+
 def wire_message(message: Message) -> dict[str, Any]:
     """A message as /api/chat takes it. Images go in the message's "images" list (base64,
     no data: prefix) and the text in "content"; Ollama cannot place an image inside the
-    text, so each image's place in the text is marked "[image N]" (N counts the images of
-    the message from 1, in the order of "images")."""
+    text, so each image's place in the text is marked `image_marker(N, image)` (N counts the
+    images of the message from 1, in the order of "images")."""
     if not message.parts:
         return {"role": message.role, "content": message.content}
     text, images = [], []
     for part in message.parts:
         if isinstance(part, ImagePart):
             images.append(part.base64())
-            text.append(f"[image {len(images)}]")
+            text.append(image_marker(len(images), part))
         else:
+            found = MARKER.search(part.text) if message.images else None
+            if found is not None:
+                raise ArgumentError(
+                    f"ollama: the {message.role} message's text contains {found.group()!r}, "
+                    "which has the form of the marker textgraph writes where an image stood "
+                    "(Ollama takes images beside the text, not in it), so the model could not "
+                    "tell it from a real image's place. Reword that text (e.g. drop the "
+                    "brackets) and send again"
+                )
             text.append(part.text)
     return {"role": message.role, "content": "".join(text), "images": images}
 

@@ -6,24 +6,35 @@ from __future__ import annotations
 from typing import Any
 
 from textgraph.engines.base import ChatRequest, ChatResponse, Message, Usage
-from textgraph.engines.content import ImagePart
+from textgraph.engines.content import ImageLimits, ImagePart
 from textgraph.engines.http import HTTPCall, HTTPEngine
 from textgraph.errors import ContentFiltered, MalformedResponse, TruncatedOutput
 
 OFFICIAL_BASE_URL = "https://api.openai.com/v1"
 
+# https://platform.openai.com/docs/guides/images-vision ("Image input requirements"): up to
+# 50 MB total payload per request and up to 500 image inputs per request. The page states no
+# separate per-image size, so the total bounds each image too.
+IMAGE_LIMITS = ImageLimits(
+    provider="openai",
+    source="https://platform.openai.com/docs/guides/images-vision",
+    max_images=500,
+    max_images_base64_bytes=50 * 1024 * 1024,
+)
+
 
 def wire_message(message: Message) -> dict[str, Any]:
     """A text message as {"role", "content": str}; one with parts as a content array of
     {"type": "text"} and {"type": "image_url", "image_url": {"url": "data:<type>;base64,..."}}
-    parts in reading order (empty text parts left out)."""
+    parts in reading order (empty text parts left out; a tool call or tool result, which only
+    an Anthropic reply makes, is its text)."""
     if not message.parts:
         return {"role": message.role, "content": message.content}
     content: list[dict[str, Any]] = []
     for part in message.parts:
         if isinstance(part, ImagePart):
             content.append({"type": "image_url", "image_url": {"url": part.data_uri()}})
-        elif part.text:
+        elif part.text:  # text, or a tool part as its text
             content.append({"type": "text", "text": part.text})
     return {"role": message.role, "content": content}
 
@@ -34,7 +45,23 @@ class OpenAIEngine(HTTPEngine):
     # Sent as image_url parts; whether the model has vision is the server's to say (a 400).
     supports_images = True
 
+    _image_limits: ImageLimits | str | None = "official only"  # str: the default
+
+    @property
+    def image_limits(self) -> ImageLimits | None:
+        """OpenAI's documented limits, for api.openai.com only: compatible servers (vLLM,
+        llama.cpp, OpenRouter) have their own. Assign an ImageLimits (or None) to change it."""
+        if isinstance(self._image_limits, str):
+            return IMAGE_LIMITS if self.base_url == OFFICIAL_BASE_URL else None
+        return self._image_limits
+
+    @image_limits.setter
+    def image_limits(self, limits: ImageLimits | None) -> None:
+        self._image_limits = limits
+
     def build_request(self, request: ChatRequest) -> HTTPCall:
+        if self.image_limits is not None:
+            self.image_limits.check(request.images())
         body: dict[str, Any] = {
             "model": request.model or self.model_name,
             "messages": [wire_message(m) for m in request.messages],
