@@ -741,7 +741,8 @@ def test_anthropic_refuses_more_than_100_images_and_the_limit_can_be_changed(vis
     assert tg.LLMCall(engine)(photos[:100]).value == "12.50"
     from textgraph.engines.content import ImageLimits
 
-    engine.inner.image_limits = ImageLimits("anthropic", "test", max_images=600)
+    engine.image_limits = ImageLimits("anthropic", "test", max_images=600)  # set on the provider
+    assert engine.inner.image_limits.max_images == 600
     assert tg.LLMCall(engine)(photos).value == "12.50"
     assert [len(r.images) for r in vision_server.stats.requests] == [100, 101]
 

@@ -6,7 +6,7 @@ import pytest
 
 import textgraph as tg
 from tests.conftest import by_purpose
-from textgraph.engines import ScriptedEngine, context
+from textgraph.engines import ChatRequest, ScriptedEngine, context
 from textgraph.engines.registry import textgraph_spelling
 
 
@@ -66,6 +66,21 @@ def test_generate_sync_accepts_plain_text_and_a_system_prompt():
     assert engine.calls[-1].request.messages[0].content == "Be brief."
     with pytest.raises(tg.ArgumentError, match="ChatRequest or a str"):
         engine.generate_sync(42)
+
+
+def test_textgrads_engine_calls_read_as_text_or_fail_at_the_call():
+    engine = ScriptedEngine(lambda r: f"{len(r.messages)} messages: {r.messages[-1].content}")
+    assert engine("Hello") == "1 messages: Hello"  # TextGrad's engine(prompt) returns a str
+    assert engine("Hello", system_prompt="Be brief.") == "2 messages: Hello"
+    managed = tg.get_engine("scripted", responder=lambda r: "ok")
+    assert managed("Hi") == "ok"
+    # TextGrad's engine.generate("text") returns a str; here it fails at the call, not as an
+    # un-awaited coroutine that does nothing
+    with pytest.raises(tg.ArgumentError, match=r"generate_sync\(text\)\.text"):
+        engine.generate("Hello")
+    with pytest.raises(tg.ArgumentError, match="takes a str"):
+        engine(ChatRequest.from_prompts(None, "Hello"))
+    assert len(engine.calls) == 2
 
 
 def test_textgrad_solution_optimization_flow_runs_unchanged():

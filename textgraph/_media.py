@@ -10,7 +10,8 @@ import hashlib
 # models): JPEG, PNG, GIF and WEBP.
 SUPPORTED_MEDIA_TYPES: tuple[str, ...] = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
-# Anthropic refuses images over 5 MB and OpenAI over 20 MB; 20 MiB is the default ceiling
+# A ceiling against mistakes (a video, a raw scan), not a provider's limit: those are checked
+# per provider before upload (ImageLimits in engines/content.py). 20 MiB is the default
 # here (change it per image with tg.Image(..., max_bytes=N) or for the process with
 # textgraph.image.MAX_IMAGE_BYTES = N).
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024

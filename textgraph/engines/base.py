@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import re
+from collections.abc import Coroutine
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -219,7 +220,32 @@ class Engine(abc.ABC):
         # One limit for the engine, across every thread and event loop that uses it.
         self._limit = ConcurrencyLimit(max_concurrency) if max_concurrency is not None else None
 
-    async def generate(self, request: ChatRequest) -> ChatResponse:
+    def generate(self, request: ChatRequest) -> Coroutine[Any, Any, ChatResponse]:
+        """`await engine.generate(request)`. The argument is checked at once, so TextGrad's
+        `engine.generate("text")` fails here instead of leaving a coroutine nobody awaits."""
+        if not isinstance(request, ChatRequest):
+            plain = isinstance(request, str)
+            raise ArgumentError(
+                f"generate takes a ChatRequest, got {type(request).__name__}"
+                + (
+                    "; for plain text write engine.generate_sync(text).text (or "
+                    "`await engine.generate(ChatRequest.from_prompts(None, text))`)"
+                    if plain
+                    else ""
+                )
+            )
+        return self._generate_checked(request)
+
+    def __call__(self, prompt: str, *, system_prompt: str | None = None) -> str:
+        """TextGrad's `engine(prompt, system_prompt=...)`: the reply's text, blocking."""
+        if not isinstance(prompt, str):
+            raise ArgumentError(
+                f"engine(prompt) takes a str, got {type(prompt).__name__}; for a ChatRequest "
+                "use `await engine.generate(request)` or engine.generate_sync(request)"
+            )
+        return self.generate_sync(prompt, system_prompt=system_prompt).text
+
+    async def _generate_checked(self, request: ChatRequest) -> ChatResponse:
         check_request_text(request)
         check_request_images(self, request)
         return await observed(request, lambda: self._limited(request), self.model_name)

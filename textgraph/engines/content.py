@@ -153,7 +153,7 @@ class ImageLimits:
             return
         change = (
             f"(limits from {self.source}; if the provider has raised them, set the provider "
-            "engine's image_limits, e.g. tg.get_engine(...).inner.image_limits, to a "
+            "engine's image_limits, e.g. tg.get_engine(...).image_limits, to a "
             "textgraph.engines.content.ImageLimits, or None to check nothing)"
         )
         if self.max_images is not None and len(images) > self.max_images:

@@ -17,6 +17,7 @@ from textgraph.engines.base import ChatRequest, ChatResponse, Engine
 from textgraph.engines.cache import ResponseCache, request_key
 from textgraph.engines.replay import Recorder, Replayer
 from textgraph.engines.usage import Budget, UsageStats
+from textgraph.errors import ArgumentError
 
 
 class ManagedEngine(Engine):
@@ -46,6 +47,24 @@ class ManagedEngine(Engine):
     def supports_images(self) -> bool:  # type: ignore[override]
         """What the wrapped engine says: the wrapper adds no reading of its own."""
         return getattr(self.inner, "supports_images", False) is True
+
+    @property
+    def image_limits(self) -> Any:
+        """The wrapped provider's image limits (tg.get_engine(...).image_limits = ...)."""
+        if not hasattr(self.inner, "image_limits"):
+            raise AttributeError(
+                f"{type(self.inner).__name__} has no image limits (it checks none before upload)"
+            )
+        return self.inner.image_limits
+
+    @image_limits.setter
+    def image_limits(self, limits: Any) -> None:
+        if not hasattr(self.inner, "image_limits"):
+            raise ArgumentError(
+                f"{type(self.inner).__name__} checks no image limits; only the OpenAI and "
+                "Anthropic engines do"
+            )
+        self.inner.image_limits = limits
 
     def key(self, request: ChatRequest, *, with_base_url: bool = True) -> str:
         """Cache key of the request as sent; cassettes leave out where it was served from."""
