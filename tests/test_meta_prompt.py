@@ -156,6 +156,21 @@ def test_an_unknown_expert_gets_the_repair_turn_then_a_typed_error_naming_the_ex
     assert "expert" in repair and "'arithmetic'" in repair and "'history'" in repair
 
 
+@pytest.mark.parametrize("expert", ["none", None, "N/A"])
+def test_a_final_answer_is_taken_whatever_its_ignored_expert_field_holds(expert):
+    """The expert of a final decision is ignored: a provider that does not enforce the enum
+    may send "none" or null there, and the answer must not be refused for it."""
+    reply = json.dumps({"action": "final", "expert": expert, "question": "", "answer": "51"})
+    engine = world(lambda r: reply)
+    assert tg.MetaPrompt(engine, experts())(problem()).value == "51"
+    assert len(engine.calls) == 1  # no repair turn
+    # the last round's final-only schema too (max_rounds=1: one consultation, then final)
+    replies = iter([consult("arithmetic", "What is 17 * 3?"), reply])
+    engine = world(lambda r: next(replies))
+    assert tg.MetaPrompt(engine, experts(), max_rounds=1)(problem()).value == "51"
+    assert len(engine.calls) == 3  # conductor, expert, last conductor: no repair turn
+
+
 def test_a_repaired_expert_name_is_consulted():
     made_up = iter([consult("mathematician", "What is 17 * 3?")])
 

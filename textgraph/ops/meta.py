@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, create_model, model_validator
 
 from textgraph._sync import run_sync
 from textgraph.engines.base import Engine
@@ -43,14 +43,23 @@ class Decision(BaseModel):
     question: str = Field(description='the self-contained question; "" when action is final')
     answer: str = Field(description='the final answer; "" when action is consult')
 
+    @model_validator(mode="before")
+    @classmethod
+    def _final_ignores_expert(cls, data: Any) -> Any:
+        """A final answer names no expert to consult: whatever it put there ("none", null, a
+        name) is dropped, so a right answer is not refused over a field that is ignored."""
+        if isinstance(data, dict) and data.get("action") == "final":
+            return {**data, "expert": ""}
+        return data
+
 
 def decision_model(names: Sequence[str], *, final_only: bool = False) -> type[Decision]:
     """`Decision` whose JSON schema allows only the expert names (and, with `final_only`, only
     the final action), so a grammar or response_format rules out a made-up expert, a
     consultation without one and, in the last round, a further consultation. Validation
-    also accepts "" for the expert (the expert of a final decision is ignored, and a
-    provider that does not enforce the schema may send ""); a made-up name fails it and
-    gets the repair turn quoting the names."""
+    also accepts "" for the expert, and a final decision's expert is dropped (it is ignored,
+    and a provider that does not enforce the schema may send "" or "none"); a consultation
+    naming a made-up expert fails it and gets the repair turn quoting the names."""
     expert = Decision.model_fields["expert"]
     fields: dict[str, Any] = {
         "expert": (
