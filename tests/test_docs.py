@@ -116,6 +116,33 @@ NOT_RUN_BY_REASON: dict[str, list[tuple[str, str]]] = {
             "python -m textgraph.examples.solution_optimization --run-dir runs/gsm --resume",
         ),
     ],
+    "a benchmark (minutes): bench/.venv with TextGrad, DSPy or GEPA; tests/test_bench_smoke.py": [
+        (
+            "docs/performance.md",
+            "bash bench/run.sh --name evaluate --workloads evaluate,evaluate-overhead",
+        ),
+        (
+            "docs/performance.md",
+            "bash bench/run.sh --workloads evaluate --frameworks textgraph --no-eval-diagnostics",
+        ),
+        ("docs/performance.md", "make bench"),
+        (
+            "docs/performance.md",
+            "bash bench/run.sh --name quick --workloads step,overhead --batches 1,8 --repeats 3",
+        ),
+        ("docs/performance.md", "bash bench/run.sh --frameworks textgraph"),
+        ("docs/performance.md", "bench/.venv/bin/pip install -r bench/requirements.txt"),
+        ("docs/performance.md", "bench/.venv/bin/python bench/mipro.py"),
+        (
+            "docs/performance.md",
+            "bench/.venv/bin/python bench/mipro.py --name quick --concurrency 64 --repeats 1",
+        ),
+        ("docs/performance.md", "bench/.venv/bin/python bench/pareto.py"),
+        (
+            "docs/performance.md",
+            "bench/.venv/bin/python bench/pareto.py --name quick --budgets 150 --repeats 1",
+        ),
+    ],
     DATASET: [
         (
             "docs/multihop-rag.md",
@@ -308,6 +335,20 @@ def check_config(block: Block) -> None:
         from textgraph.project import Project
 
         Project.model_validate(parsed)
+
+
+# A text block is not code; one made of commands (`bash ...`, `make ...`, a venv's `.../bin/`
+# program) would escape the allow-list below: such commands go in bash blocks.
+COMMAND_LINE = re.compile(r"^(bash|sh|make|pip|python3?|\S*/bin/\S+) ")
+
+
+def test_no_shell_command_hides_in_a_text_block():
+    hidden = [
+        b.where
+        for b in ALL_BLOCKS
+        if b.lang in NOT_CODE and any(COMMAND_LINE.match(line) for line in b.code.splitlines())
+    ]
+    assert not hidden, f"label these blocks bash (run or listed in NOT_RUN): {hidden}"
 
 
 def test_the_unrun_commands_are_exactly_the_allow_list():
