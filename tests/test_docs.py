@@ -5,8 +5,9 @@ Discovery, not a list of pages: each block is classified by its fence's language
 - python: a page's blocks run in order in one namespace (top-level `await` works, as in
   Jupyter or `python -m asyncio`); what a block prints must equal its `# -> ` claims.
 - bash/sh/shell/console: every command is either run (`textgraph ...`, `python examples/...`,
-  `python -m textgraph...`; a page's commands in order, in a fresh directory) or listed in
-  NOT_RUN with the reason; the unrun set must equal NOT_RUN exactly.
+  `python -m textgraph...`, `export NAME=VALUE`; a page's commands in order, in a fresh
+  directory, with no environment the page does not show) or listed in NOT_RUN with the
+  reason; the unrun set must equal NOT_RUN exactly.
 - toml/json/yaml: config examples, which must parse. text and unlabeled blocks are not code.
 
 Provider models are answered by a local LLMTestServer (OPENAI_BASE_URL, ANTHROPIC_BASE_URL,
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import docs_shell
 from textgraph.engines import ChatRequest, ScriptedEngine
 from textgraph.engines import context as engine_context
 from textgraph.testing import LLMTestServer
@@ -174,8 +176,6 @@ PAGE_FILES: dict[str, dict[str, str]] = {
         "data.json": json.dumps({"test": [{"question": "What is 2 + 2?", "answer": "4"}]}),
     }
 }
-# Environment a page's commands need beyond docs_env: examples/ci's offline model.
-PAGE_ENV = {"docs/cli.md": {"PROMPTS_MODEL": "scripted"}}
 # Pages whose blocks need an optional extra: (module, reason to skip without it).
 PAGE_EXTRAS = {
     "docs/tracking.md": ("mlflow", 'MLflow is not installed: pip install "textgraph[mlflow]"')
@@ -227,7 +227,7 @@ def commands(block: Block) -> list[str]:
 
 def runnable(command: str) -> bool:
     argv = shlex.split(command)
-    if argv[0] in ("textgraph", ".venv/bin/textgraph"):
+    if argv[0] in ("textgraph", ".venv/bin/textgraph") or docs_shell.is_export(argv):
         return True
     if argv[0] != "python" or len(argv) < 2:
         return False
@@ -398,7 +398,7 @@ def run_python_blocks(page: str, capsys) -> None:
 def test_shell_commands_run_as_written(page, docs_env, tmp_path):
     skip_without_extras(page)
     ran = [(b, c) for b, c in SHELL_COMMANDS if b.page == page and (page, c) not in NOT_RUN]
-    run_commands(page, ran, {**docs_env, **PAGE_ENV.get(page, {})}, tmp_path, SHELL_TIMEOUT_S)
+    run_commands(page, ran, docs_env, tmp_path, SHELL_TIMEOUT_S)
 
 
 # What the compress commands read: a prompt with a number, a placeholder and an ID to keep.
