@@ -82,10 +82,6 @@ NOT_RUN_BY_REASON: dict[str, list[tuple[str, str]]] = {
             "python -m llama_cpp.server --model SmolLM2-135M-Instruct.Q4_1.gguf --port 8000",
         )
     ],
-    "a real provider; the next lines run the same demo on --model simulated": [
-        ("README.md", ".venv/bin/textgraph demo --model openai/gpt-4o-mini"),
-        ("README.md", ".venv/bin/textgraph demo --model ollama/llama3.1"),
-    ],
     EMBEDDED: [
         ("docs/cli.md", "textgraph compress prompt.txt --rate 0.5"),
         (
