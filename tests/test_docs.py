@@ -221,7 +221,17 @@ def commands(block: Block) -> list[str]:
     return found
 
 
+def shell_syntax(command: str) -> bool:
+    """Pipes, redirects, lists, substitutions and variables: docs_shell runs argv, not a shell,
+    so `textgraph ... > out.txt` would pass `>` as an argument (and write nothing)."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    operators = [token for token in lexer if set(token) <= set("();<>|&")]
+    return bool(operators) or "$" in command or "`" in command
+
+
 def runnable(command: str) -> bool:
+    if shell_syntax(command):
+        return False
     argv = shlex.split(command)
     if argv[0] in ("textgraph", ".venv/bin/textgraph") or docs_shell.is_export(argv):
         return True
@@ -345,6 +355,21 @@ def test_no_shell_command_hides_in_a_text_block():
         if b.lang in NOT_CODE and any(COMMAND_LINE.match(line) for line in b.code.splitlines())
     ]
     assert not hidden, f"label these blocks bash (run or listed in NOT_RUN): {hidden}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "textgraph show runs/exp1 | head",
+        "python examples/code_optimization.py > out.txt",
+        "textgraph demo --model simulated && textgraph show runs/latest",
+        "textgraph show $RUN_DIR",
+        "textgraph show $(ls -d runs/*)",
+    ],
+)
+def test_a_command_with_shell_syntax_is_not_run_as_argv(command):
+    assert not runnable(command)  # so it is listed in NOT_RUN, or the allow-list test fails
+    assert runnable(command.split(" |")[0].split(" >")[0].split(" &&")[0].split(" $")[0])
 
 
 def test_the_unrun_commands_are_exactly_the_allow_list():
