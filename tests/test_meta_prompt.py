@@ -171,6 +171,26 @@ def test_a_final_answer_is_taken_whatever_its_ignored_expert_field_holds(expert)
     assert len(engine.calls) == 3  # conductor, expert, last conductor: no repair turn
 
 
+def test_a_consultation_naming_no_expert_gets_the_repair_turn():
+    """Without a grammar a conductor may consult expert "" (SmolLM2 did): the repair turn
+    asks it to name one (before: a ConductorError at once, with no repair)."""
+    unnamed = iter([consult("", "What is 17 * 3?")])
+
+    def conductor(request):
+        if "Consultation 1:" in request.messages[-1].content:
+            return final("51")
+        return next(unnamed, consult("arithmetic", "What is 17 * 3?"))
+
+    engine = world(conductor)
+    assert tg.MetaPrompt(engine, experts())(problem()).value == "51"
+    assert [is_conductor(c.request) for c in engine.calls] == [True, True, False, True]
+    assert "must name the expert" in engine.calls[1].request.messages[-1].content
+    engine = world(lambda r: consult("", "What is 17 * 3?"))  # twice: the typed error
+    with pytest.raises(tg.ConductorError, match=r"without naming an expert.*'arithmetic'"):
+        tg.MetaPrompt(engine, experts())(problem())
+    assert len(engine.calls) == 2
+
+
 def test_a_repaired_expert_name_is_consulted():
     made_up = iter([consult("mathematician", "What is 17 * 3?")])
 

@@ -52,6 +52,14 @@ class Decision(BaseModel):
             return {**data, "expert": ""}
         return data
 
+    @model_validator(mode="after")
+    def _consultation_names_an_expert(self) -> Decision:
+        """A consultation naming no expert fails validation, so it gets the repair turn
+        (as a made-up name does) instead of ending the problem at once."""
+        if self.action == "consult" and not self.expert.strip():
+            raise ValueError('a consultation must name the expert to consult in "expert"')
+        return self
+
 
 def decision_model(names: Sequence[str], *, final_only: bool = False) -> type[Decision]:
     """`Decision` whose JSON schema allows only the expert names (and, with `final_only`, only
@@ -59,7 +67,7 @@ def decision_model(names: Sequence[str], *, final_only: bool = False) -> type[De
     consultation without one and, in the last round, a further consultation. Validation
     also accepts "" for the expert, and a final decision's expert is dropped (it is ignored,
     and a provider that does not enforce the schema may send "" or "none"); a consultation
-    naming a made-up expert fails it and gets the repair turn quoting the names."""
+    naming no expert or a made-up one fails it and gets the repair turn."""
     expert = Decision.model_fields["expert"]
     fields: dict[str, Any] = {
         "expert": (
@@ -284,6 +292,13 @@ class MetaPrompt(Module):
                     "conductor model, or instructions that insist on answering."
                 ) from exc
             unknown = data.get("expert")
+            if data.get("action") == "consult" and not (isinstance(unknown, str) and unknown):
+                raise ConductorError(
+                    f"MetaPrompt: the conductor consulted without naming an expert in round "
+                    f"{number}, even after a repair turn; the experts are "
+                    f"{sorted(self.experts)}. Use a provider that enforces the JSON schema (its "
+                    "expert field lists the names) or a stronger conductor model."
+                ) from exc
             if isinstance(unknown, str) and unknown and unknown not in self.experts:
                 raise ConductorError(
                     f"MetaPrompt: the conductor asked for the expert {unknown!r} in round "
