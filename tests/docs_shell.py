@@ -3,8 +3,9 @@
     python tests/docs_shell.py COMMANDS.json RESULTS.json
 
 COMMANDS.json is a list of argv lists; each runs as its command would (`textgraph ...`
-through textgraph.cli.main, `python FILE ...` and `python -m MODULE ...` through runpy),
-in the current directory. RESULTS.json gets one {"code", "stdout", "stderr"} per command.
+through textgraph.cli.main, `python FILE ...` and `python -m MODULE ...` through runpy,
+`export NAME=VALUE` for the commands after it), in the current directory. RESULTS.json
+gets one {"code", "stdout", "stderr"} per command.
 """
 
 from __future__ import annotations
@@ -12,15 +13,26 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import re
 import runpy
 import sys
 import traceback
 
 TEXTGRAPH = ("textgraph", ".venv/bin/textgraph")  # the README runs it from a checkout's venv
+ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", re.S)
+
+
+def is_export(argv: list[str]) -> bool:
+    """`export NAME=VALUE ...`: what a page's reader types to set a variable."""
+    return argv[:1] == ["export"] and len(argv) > 1 and all(map(ASSIGNMENT.fullmatch, argv[1:]))
 
 
 def run(argv: list[str]) -> int:
     program, *args = argv
+    if is_export(argv):
+        os.environ.update(arg.split("=", 1) for arg in args)
+        return 0
     if program in TEXTGRAPH:
         from textgraph.cli import main
 

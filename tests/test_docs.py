@@ -5,8 +5,9 @@ Discovery, not a list of pages: each block is classified by its fence's language
 - python: a page's blocks run in order in one namespace (top-level `await` works, as in
   Jupyter or `python -m asyncio`); what a block prints must equal its `# -> ` claims.
 - bash/sh/shell/console: every command is either run (`textgraph ...`, `python examples/...`,
-  `python -m textgraph...`; a page's commands in order, in a fresh directory) or listed in
-  NOT_RUN with the reason; the unrun set must equal NOT_RUN exactly.
+  `python -m textgraph...`, `export NAME=VALUE`; a page's commands in order, in a fresh
+  directory, with no environment the page does not show) or listed in NOT_RUN with the
+  reason; the unrun set must equal NOT_RUN exactly.
 - toml/json/yaml: config examples, which must parse. text and unlabeled blocks are not code.
 
 Provider models are answered by a local LLMTestServer (OPENAI_BASE_URL, ANTHROPIC_BASE_URL,
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import docs_shell
 from textgraph.engines import ChatRequest, ScriptedEngine
 from textgraph.engines import context as engine_context
 from textgraph.testing import LLMTestServer
@@ -80,10 +82,6 @@ NOT_RUN_BY_REASON: dict[str, list[tuple[str, str]]] = {
             "python -m llama_cpp.server --model SmolLM2-135M-Instruct.Q4_1.gguf --port 8000",
         )
     ],
-    "a real provider; the next lines run the same demo on --model simulated": [
-        ("README.md", ".venv/bin/textgraph demo --model openai/gpt-4o-mini"),
-        ("README.md", ".venv/bin/textgraph demo --model ollama/llama3.1"),
-    ],
     EMBEDDED: [
         ("docs/cli.md", "textgraph compress prompt.txt --rate 0.5"),
         (
@@ -114,6 +112,33 @@ NOT_RUN_BY_REASON: dict[str, list[tuple[str, str]]] = {
         (
             "docs/solution-optimization.md",
             "python -m textgraph.examples.solution_optimization --run-dir runs/gsm --resume",
+        ),
+    ],
+    "a benchmark (minutes): bench/.venv with TextGrad, DSPy or GEPA; tests/test_bench_smoke.py": [
+        (
+            "docs/performance.md",
+            "bash bench/run.sh --name evaluate --workloads evaluate,evaluate-overhead",
+        ),
+        (
+            "docs/performance.md",
+            "bash bench/run.sh --workloads evaluate --frameworks textgraph --no-eval-diagnostics",
+        ),
+        ("docs/performance.md", "make bench"),
+        (
+            "docs/performance.md",
+            "bash bench/run.sh --name quick --workloads step,overhead --batches 1,8 --repeats 3",
+        ),
+        ("docs/performance.md", "bash bench/run.sh --frameworks textgraph"),
+        ("docs/performance.md", "bench/.venv/bin/pip install -r bench/requirements.txt"),
+        ("docs/performance.md", "bench/.venv/bin/python bench/mipro.py"),
+        (
+            "docs/performance.md",
+            "bench/.venv/bin/python bench/mipro.py --name quick --concurrency 64 --repeats 1",
+        ),
+        ("docs/performance.md", "bench/.venv/bin/python bench/pareto.py"),
+        (
+            "docs/performance.md",
+            "bench/.venv/bin/python bench/pareto.py --name quick --budgets 150 --repeats 1",
         ),
     ],
     DATASET: [
@@ -147,8 +172,6 @@ PAGE_FILES: dict[str, dict[str, str]] = {
         "data.json": json.dumps({"test": [{"question": "What is 2 + 2?", "answer": "4"}]}),
     }
 }
-# Environment a page's commands need beyond docs_env: examples/ci's offline model.
-PAGE_ENV = {"docs/cli.md": {"PROMPTS_MODEL": "scripted"}}
 # Pages whose blocks need an optional extra: (module, reason to skip without it).
 PAGE_EXTRAS = {
     "docs/tracking.md": ("mlflow", 'MLflow is not installed: pip install "textgraph[mlflow]"')
@@ -198,9 +221,19 @@ def commands(block: Block) -> list[str]:
     return found
 
 
+def shell_syntax(command: str) -> bool:
+    """Pipes, redirects, lists, substitutions and variables: docs_shell runs argv, not a shell,
+    so `textgraph ... > out.txt` would pass `>` as an argument (and write nothing)."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    operators = [token for token in lexer if set(token) <= set("();<>|&")]
+    return bool(operators) or "$" in command or "`" in command
+
+
 def runnable(command: str) -> bool:
+    if shell_syntax(command):
+        return False
     argv = shlex.split(command)
-    if argv[0] in ("textgraph", ".venv/bin/textgraph"):
+    if argv[0] in ("textgraph", ".venv/bin/textgraph") or docs_shell.is_export(argv):
         return True
     if argv[0] != "python" or len(argv) < 2:
         return False
@@ -310,6 +343,35 @@ def check_config(block: Block) -> None:
         Project.model_validate(parsed)
 
 
+# A text block is not code; one made of commands (`bash ...`, `make ...`, a venv's `.../bin/`
+# program) would escape the allow-list below: such commands go in bash blocks.
+COMMAND_LINE = re.compile(r"^(bash|sh|make|pip|python3?|\S*/bin/\S+) ")
+
+
+def test_no_shell_command_hides_in_a_text_block():
+    hidden = [
+        b.where
+        for b in ALL_BLOCKS
+        if b.lang in NOT_CODE and any(COMMAND_LINE.match(line) for line in b.code.splitlines())
+    ]
+    assert not hidden, f"label these blocks bash (run or listed in NOT_RUN): {hidden}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "textgraph show runs/exp1 | head",
+        "python examples/code_optimization.py > out.txt",
+        "textgraph demo --model simulated && textgraph show runs/latest",
+        "textgraph show $RUN_DIR",
+        "textgraph show $(ls -d runs/*)",
+    ],
+)
+def test_a_command_with_shell_syntax_is_not_run_as_argv(command):
+    assert not runnable(command)  # so it is listed in NOT_RUN, or the allow-list test fails
+    assert runnable(command.split(" |")[0].split(" >")[0].split(" &&")[0].split(" $")[0])
+
+
 def test_the_unrun_commands_are_exactly_the_allow_list():
     discovered = {(b.page, c) for b, c in SHELL_COMMANDS}
     unrun = {key for key in discovered if key in NOT_RUN or not runnable(key[1])}
@@ -357,7 +419,7 @@ def run_python_blocks(page: str, capsys) -> None:
 def test_shell_commands_run_as_written(page, docs_env, tmp_path):
     skip_without_extras(page)
     ran = [(b, c) for b, c in SHELL_COMMANDS if b.page == page and (page, c) not in NOT_RUN]
-    run_commands(page, ran, {**docs_env, **PAGE_ENV.get(page, {})}, tmp_path, SHELL_TIMEOUT_S)
+    run_commands(page, ran, docs_env, tmp_path, SHELL_TIMEOUT_S)
 
 
 # What the compress commands read: a prompt with a number, a placeholder and an ID to keep.

@@ -303,3 +303,30 @@ def test_fused_backward_picks_its_engine_in_the_order_per_op_backward_does():
             assert not configured_forward.calls
     finally:
         context.reset_configuration()
+
+
+def test_fused_backward_takes_a_model_string_for_its_engine(monkeypatch):
+    """textgraph.fused.fused_backward(root, engine="provider/model") resolves the string as
+    every engine parameter does (before: the str itself was called, an AttributeError)."""
+    from textgraph.engines import context
+    from textgraph.testing import LLMTestServer
+
+    def critic_reply(request: ChatRequest) -> str:  # the server sees the wire body only
+        keys = re.search(r"exactly these keys: (.*?)\.", request.prompt_text()).group(1)
+        return json.dumps({key: "Ask for the number only." for key in re.findall(r'"(\w+)"', keys)})
+
+    critic = ScriptedEngine(critic_reply)
+    forward = ScriptedEngine(by_purpose())
+    with LLMTestServer(critic) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.openai_base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-fused-test")
+        try:
+            system = param("Answer the question.", "system prompt")
+            answer = tg.LLMCall(forward, system)(tg.Variable("q", role_description="q"))
+            loss = tg.TextLoss("Is it correct?", engine=forward)(answer)
+            assert asyncio.run(fused_backward(loss, engine="openai/fused-critic")) == []
+        finally:
+            with context._lock:
+                context._by_model.clear()  # the engine points at this server
+    assert [g.text for g in system.gradients] == ["Ask for the number only."]
+    assert not forward.calls_for("backward")

@@ -156,6 +156,41 @@ def test_an_unknown_expert_gets_the_repair_turn_then_a_typed_error_naming_the_ex
     assert "expert" in repair and "'arithmetic'" in repair and "'history'" in repair
 
 
+@pytest.mark.parametrize("expert", ["none", None, "N/A"])
+def test_a_final_answer_is_taken_whatever_its_ignored_expert_field_holds(expert):
+    """The expert of a final decision is ignored: a provider that does not enforce the enum
+    may send "none" or null there, and the answer must not be refused for it."""
+    reply = json.dumps({"action": "final", "expert": expert, "question": "", "answer": "51"})
+    engine = world(lambda r: reply)
+    assert tg.MetaPrompt(engine, experts())(problem()).value == "51"
+    assert len(engine.calls) == 1  # no repair turn
+    # the last round's final-only schema too (max_rounds=1: one consultation, then final)
+    replies = iter([consult("arithmetic", "What is 17 * 3?"), reply])
+    engine = world(lambda r: next(replies))
+    assert tg.MetaPrompt(engine, experts(), max_rounds=1)(problem()).value == "51"
+    assert len(engine.calls) == 3  # conductor, expert, last conductor: no repair turn
+
+
+def test_a_consultation_naming_no_expert_gets_the_repair_turn():
+    """Without a grammar a conductor may consult expert "" (SmolLM2 did): the repair turn
+    asks it to name one (before: a ConductorError at once, with no repair)."""
+    unnamed = iter([consult("", "What is 17 * 3?")])
+
+    def conductor(request):
+        if "Consultation 1:" in request.messages[-1].content:
+            return final("51")
+        return next(unnamed, consult("arithmetic", "What is 17 * 3?"))
+
+    engine = world(conductor)
+    assert tg.MetaPrompt(engine, experts())(problem()).value == "51"
+    assert [is_conductor(c.request) for c in engine.calls] == [True, True, False, True]
+    assert "must name the expert" in engine.calls[1].request.messages[-1].content
+    engine = world(lambda r: consult("", "What is 17 * 3?"))  # twice: the typed error
+    with pytest.raises(tg.ConductorError, match=r"without naming an expert.*'arithmetic'"):
+        tg.MetaPrompt(engine, experts())(problem())
+    assert len(engine.calls) == 2
+
+
 def test_a_repaired_expert_name_is_consulted():
     made_up = iter([consult("mathematician", "What is 17 * 3?")])
 
@@ -354,6 +389,29 @@ def test_the_example_counts_a_failed_conductor_as_wrong_and_critiques_only_the_a
     assert step["accuracy"] == 0.75  # the three answered problems are right after the step
     losses = [c for c in engine.calls if c.request.purpose == "loss"]
     assert losses and not any("pens" in c.request.prompt_text() for c in losses)
+
+
+def test_the_example_reports_a_problem_that_fails_only_after_the_step():
+    """The after-step measurement names its failures (before: counted wrong, unreported)."""
+    import asyncio
+
+    from textgraph.examples import meta_prompting
+
+    def respond(request):
+        user = request.messages[-1].content
+        rewritten = meta.experts["arithmetic"].value.endswith(meta_prompting.EVERY_QUANTITY)
+        if request.purpose == "forward" and is_conductor(request) and "pens" in user:
+            if rewritten:
+                return consult("arithmetic", "")  # a consultation without a question
+        return meta_prompting._simulated(request)
+
+    engine = ScriptedEngine(respond)
+    meta = meta_prompting.build(engine)
+    (step,) = asyncio.run(meta_prompting.improve(meta, engine, 1))
+    assert step["wrong"] == 4 and step["failed"] == [] and step["changed"] == 1
+    assert step["accuracy"] == 0.75  # the pens problem is counted wrong ...
+    (reason,) = step["failed_after"]  # ... and reported, with its reason
+    assert "without a question" in reason
 
 
 # --- real model: SmolLM2-135M in process, the conductor's schema enforced by llama.cpp ---------

@@ -60,7 +60,7 @@ def loss_units(root: Variable) -> list[Variable]:
 
 
 async def fused_backward(
-    root: Variable, *, engine: Engine | None = None, limit: int = DEFAULT_LIMIT
+    root: Variable, *, engine: Engine | str | None = None, limit: int = DEFAULT_LIMIT
 ) -> list[FusedFallback]:
     """Fill `.gradients` of every parameter under `root` with one critic call per loss.
 
@@ -69,7 +69,7 @@ async def fused_backward(
     """
     from textgraph.autograd import backward
 
-    check_engine(engine, "backward(engine)")
+    engine = check_engine(engine, "backward(engine)")  # a model string resolves here
     if not root.requires_grad:
         raise ArgumentError(
             f"{root.id} ({root.role_description}) does not depend on any variable with "

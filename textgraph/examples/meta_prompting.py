@@ -15,7 +15,8 @@ measured before and after.
 
 A problem whose conductor decision cannot be carried out (a tg.ParseError:
 a consultation without a question, a reply that does not validate) counts
-as wrong and is reported as failed, with its reason; it gets no critique.
+as wrong and is reported as failed, with its reason, in every measurement
+(before, the critique pass, after each step); it gets no critique.
 
 By default every call goes to a scripted stand-in (`--model simulated`): an
 arithmetic expert that multiplies only the first two quantities of a problem
@@ -99,9 +100,18 @@ def is_right(outcome: tg.Variable | tg.ParseError, gold: str) -> bool:
 
 
 async def accuracy(meta: tg.MetaPrompt, problems: Problems = PROBLEMS) -> float:
+    return (await scored(meta, problems))[0]
+
+
+async def scored(meta: tg.MetaPrompt, problems: Problems = PROBLEMS) -> tuple[float, list[str]]:
+    """Accuracy, and why each failed problem failed (a failure counts as wrong)."""
     outcomes = await answer_all(meta, problems)
     right = [is_right(o, gold) for o, (_, gold) in zip(outcomes, problems, strict=True)]
-    return sum(right) / len(right)
+    return sum(right) / len(right), failures(outcomes)
+
+
+def failures(outcomes: list[tg.Variable | tg.ParseError]) -> list[str]:
+    return [str(o) for o in outcomes if isinstance(o, tg.ParseError)]
 
 
 def _problem(text: str) -> tg.Variable:
@@ -125,7 +135,7 @@ async def improve(
     history = []
     for step in range(1, steps + 1):
         outcomes = await answer_all(meta, problems)
-        failed = [str(o) for o in outcomes if isinstance(o, tg.ParseError)]
+        failed = failures(outcomes)
         losses = [
             await loss_fn.acall(o, tg.Variable(gold, role_description="correct answer"))
             for o, (_, gold) in zip(outcomes, problems, strict=True)
@@ -138,13 +148,15 @@ async def improve(
             await optimizer.astep()
             changed = sum(b != p.value for b, p in zip(before, meta.parameters(), strict=True))
             optimizer.zero_grad()
+        after, failed_after = await scored(meta, problems)
         history.append(
             {
                 "step": step,
                 "wrong": len(losses),
                 "failed": failed,
                 "changed": changed,
-                "accuracy": await accuracy(meta, problems),
+                "accuracy": after,
+                "failed_after": failed_after,  # counted in "accuracy" as wrong
             }
         )
     return history
@@ -222,8 +234,10 @@ async def arun(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     problems = PROBLEMS[: args.problems]
     engine, critic = make_engines(args, console, simulated=simulated_engine)
     meta = build(engine, max_rounds=args.max_rounds, max_tokens=args.max_tokens, temperature=0)
-    before = await accuracy(meta, problems)
+    before, failed_before = await scored(meta, problems)
     console.print(f"accuracy before: {before:.0%} on {len(problems)} problems")
+    for reason in failed_before:
+        console.print(f"  failed (counted wrong): {reason}", markup=False)
     history = await improve(meta, critic, args.steps, problems)
     for entry in history:
         console.print(
@@ -232,6 +246,8 @@ async def arun(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         )
         for reason in entry["failed"]:
             console.print(f"  failed (no answer to critique): {reason}", markup=False)
+        for reason in entry["failed_after"]:
+            console.print(f"  failed after the step (counted wrong): {reason}", markup=False)
     for name, parameter in meta.named_parameters():
         console.print(f"\n[bold]{name}:[/bold]")
         console.print(parameter.value, markup=False, highlight=False)

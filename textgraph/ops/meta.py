@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, create_model, model_validator
 
 from textgraph._sync import run_sync
 from textgraph.engines.base import Engine
@@ -43,14 +43,31 @@ class Decision(BaseModel):
     question: str = Field(description='the self-contained question; "" when action is final')
     answer: str = Field(description='the final answer; "" when action is consult')
 
+    @model_validator(mode="before")
+    @classmethod
+    def _final_ignores_expert(cls, data: Any) -> Any:
+        """A final answer names no expert to consult: whatever it put there ("none", null, a
+        name) is dropped, so a right answer is not refused over a field that is ignored."""
+        if isinstance(data, dict) and data.get("action") == "final":
+            return {**data, "expert": ""}
+        return data
+
+    @model_validator(mode="after")
+    def _consultation_names_an_expert(self) -> Decision:
+        """A consultation naming no expert fails validation, so it gets the repair turn
+        (as a made-up name does) instead of ending the problem at once."""
+        if self.action == "consult" and not self.expert.strip():
+            raise ValueError('a consultation must name the expert to consult in "expert"')
+        return self
+
 
 def decision_model(names: Sequence[str], *, final_only: bool = False) -> type[Decision]:
     """`Decision` whose JSON schema allows only the expert names (and, with `final_only`, only
     the final action), so a grammar or response_format rules out a made-up expert, a
     consultation without one and, in the last round, a further consultation. Validation
-    also accepts "" for the expert (the expert of a final decision is ignored, and a
-    provider that does not enforce the schema may send ""); a made-up name fails it and
-    gets the repair turn quoting the names."""
+    also accepts "" for the expert, and a final decision's expert is dropped (it is ignored,
+    and a provider that does not enforce the schema may send "" or "none"); a consultation
+    naming no expert or a made-up one fails it and gets the repair turn."""
     expert = Decision.model_fields["expert"]
     fields: dict[str, Any] = {
         "expert": (
@@ -275,6 +292,13 @@ class MetaPrompt(Module):
                     "conductor model, or instructions that insist on answering."
                 ) from exc
             unknown = data.get("expert")
+            if data.get("action") == "consult" and not (isinstance(unknown, str) and unknown):
+                raise ConductorError(
+                    f"MetaPrompt: the conductor consulted without naming an expert in round "
+                    f"{number}, even after a repair turn; the experts are "
+                    f"{sorted(self.experts)}. Use a provider that enforces the JSON schema (its "
+                    "expert field lists the names) or a stronger conductor model."
+                ) from exc
             if isinstance(unknown, str) and unknown and unknown not in self.experts:
                 raise ConductorError(
                     f"MetaPrompt: the conductor asked for the expert {unknown!r} in round "
