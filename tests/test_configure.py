@@ -145,7 +145,7 @@ PUBLIC_WITH_ENGINES = [
     tg.LLMCall, tg.FormattedLLMCall, tg.TextLoss, tg.MultiFieldEvaluation, tg.MetricLoss,
     tg.Retrieve, tg.TGD, tg.optim.APE, tg.optim.OPRO, tg.optim.MIPRO, tg.optim.ParetoTGD,
     tg.optim.BootstrapFewShot, tg.optim.RandomSearchDemos, tg.Trainer, tg.Variable.backward,
-    tg.StructuredLLMCall, tg.MetaPrompt,
+    tg.StructuredLLMCall, tg.MetaPrompt, tg.function, tg.op, tg.FunctionOp, tg.StringBasedFunction,
 ]  # fmt: skip
 
 

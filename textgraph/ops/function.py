@@ -32,7 +32,7 @@ class FunctionOp(Operation):
         purpose: str,
         *,
         role_description: str | None = None,
-        engine: Engine | None = None,
+        engine: Engine | str | None = None,
     ) -> None:
         if not callable(fn):
             raise ArgumentError(f"tg.function needs a callable, got {type(fn).__name__}")
@@ -124,7 +124,7 @@ def function(
     *,
     purpose: str,
     role_description: str | None = None,
-    engine: Engine | None = None,
+    engine: Engine | str | None = None,
 ) -> FunctionOp:
     """Wrap `fn` (of strings, returning a str) into an op over Variables."""
     return FunctionOp(fn, purpose, role_description=role_description, engine=engine)
@@ -135,7 +135,7 @@ def op(
     *,
     purpose: str | None = None,
     role_description: str | None = None,
-    engine: Engine | None = None,
+    engine: Engine | str | None = None,
 ) -> Any:
     """Decorator form: `@tg.op` (purpose from the docstring) or `@tg.op(purpose=...)`."""
 

@@ -24,7 +24,7 @@ class StringBasedFunction(FunctionOp):
     """`StringBasedFunction(fn, function_purpose)(inputs={...}) -> Variable`."""
 
     def __init__(
-        self, fn: Callable[..., Any], function_purpose: str, *, engine: Engine | None = None
+        self, fn: Callable[..., Any], function_purpose: str, *, engine: Engine | str | None = None
     ) -> None:
         super().__init__(fn, function_purpose, engine=engine)
         self.role_description = f"output of the string-based function with purpose: {self.purpose}"
