@@ -41,6 +41,19 @@ def no_process_default_engine(request, monkeypatch):
 
 
 @pytest.fixture
+def fresh_engine_defaults(monkeypatch, tmp_path):
+    """A private response cache and no engine resolved from a model string or set by
+    tg.configure before the test: for tests of those defaults themselves."""
+    from textgraph.engines import context
+
+    monkeypatch.setenv("TEXTGRAPH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(context, "_by_model", {})
+    context.reset_configuration()
+    yield
+    context.reset_configuration()
+
+
+@pytest.fixture
 def engine() -> ScriptedEngine:
     return ScriptedEngine(by_purpose())
 

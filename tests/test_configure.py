@@ -12,15 +12,7 @@ from tests.conftest import by_purpose
 from textgraph.engines import ScriptedEngine, context
 from textgraph.testing import LLMTestServer
 
-
-@pytest.fixture(autouse=True)
-def fresh_defaults(monkeypatch, tmp_path):
-    monkeypatch.delenv("TEXTGRAPH_MODEL", raising=False)
-    monkeypatch.setenv("TEXTGRAPH_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(context, "_by_model", {})
-    context.reset_configuration()
-    yield
-    context.reset_configuration()
+pytestmark = pytest.mark.usefixtures("fresh_engine_defaults")
 
 
 def question() -> tg.Variable:

@@ -12,7 +12,6 @@ import pytest
 from pydantic import BaseModel, Field
 
 import textgraph as tg
-from textgraph.engines import context
 
 pytest.importorskip(
     "bm25s", reason="BM25 retrieval needs the rag extra: pip install 'textgraph[rag]'"
@@ -41,13 +40,7 @@ KEYWORDS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def fresh_defaults(monkeypatch, tmp_path):
-    monkeypatch.setenv("TEXTGRAPH_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(context, "_by_model", {})
-    context.reset_configuration()
-    yield
-    context.reset_configuration()
+pytestmark = pytest.mark.usefixtures("fresh_engine_defaults")
 
 
 def knows_from_context(request) -> str:

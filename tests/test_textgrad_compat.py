@@ -9,14 +9,7 @@ from tests.conftest import by_purpose
 from textgraph.engines import ChatRequest, ScriptedEngine, context
 from textgraph.engines.registry import textgraph_spelling
 
-
-@pytest.fixture(autouse=True)
-def fresh_defaults(monkeypatch, tmp_path):
-    monkeypatch.setenv("TEXTGRAPH_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(context, "_by_model", {})
-    context.reset_configuration()
-    yield
-    context.reset_configuration()
+pytestmark = pytest.mark.usefixtures("fresh_engine_defaults")
 
 
 def test_textgrad_names_are_the_textgraph_classes():
