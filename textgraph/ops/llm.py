@@ -66,6 +66,20 @@ def joined_content(inputs: Sequence[Variable]) -> UserContent:
     return user_content(segments)
 
 
+def user_turn_context(users: Sequence[Variable], elide: Variable | None) -> tuple[str, str]:
+    """(role, text) of a call's user turn for backward context: one input as itself, several
+    as numbered fields, so a critic can say which of them to change."""
+    if len(users) == 1:
+        return users[0].role_description, shown(users[0], elide)
+    text = "\n".join(
+        render_file(
+            "context_field", name=f"input {i}", role=v.role_description, value=shown(v, elide)
+        )
+        for i, v in enumerate(users, 1)
+    )
+    return f"user message made of these {len(users)} inputs, in order", text
+
+
 def content_text(content: UserContent) -> str:
     return content if isinstance(content, str) else parts_text(content)
 
@@ -349,30 +363,12 @@ class LLMCall(_LLMOperation):
         return Variable._from_op(text, role_description=role, node=node)
 
     def describe(self, node: Node, elide: Variable | None = None) -> str:
-        users = node.inputs[len(self._prefix()) :]
-        if len(users) > 1:
-            return render_file(
-                "context_llm_call",
-                system_block=self._system_block(node, elide),
-                input_role=f"user message made of these {len(users)} inputs, in order",
-                input="\n".join(
-                    render_file(
-                        "context_field",
-                        name=f"input {i}",
-                        role=v.role_description,
-                        value=shown(v, elide),
-                    )
-                    for i, v in enumerate(users, 1)
-                ),
-                output_role=node.output.role_description if node.output else "",
-                output=shown(node.output, elide) if node.output else "",
-            )
-        user = node.inputs[-1]
+        role, text = user_turn_context(node.inputs[len(self._prefix()) :], elide)
         return render_file(
             "context_llm_call",
             system_block=self._system_block(node, elide),
-            input_role=user.role_description,
-            input=shown(user, elide),
+            input_role=role,
+            input=text,
             output_role=node.output.role_description if node.output else "",
             output=shown(node.output, elide) if node.output else "",
         )

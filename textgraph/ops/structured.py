@@ -21,7 +21,7 @@ from textgraph.demos import Demos
 from textgraph.engines.base import Engine, ResponseFormat
 from textgraph.errors import ArgumentError, StructuredOutputError
 from textgraph.ops.base import Node, shown
-from textgraph.ops.llm import _LLMOperation, content_text, joined_content
+from textgraph.ops.llm import _LLMOperation, content_text, joined_content, user_turn_context
 from textgraph.ops.trace import OpCall, record
 from textgraph.prompts import load, render_file
 from textgraph.structured import call_with_repair, load_json_object, validation_problems
@@ -235,20 +235,7 @@ class StructuredLLMCall(_LLMOperation):
         return node.inputs[len(self._prefix()) :]
 
     def describe(self, node: Node, elide: Variable | None = None) -> str:
-        users = self._user_inputs(node)
-        if len(users) == 1:
-            role, text = users[0].role_description, shown(users[0], elide)
-        else:
-            role = f"user message made of these {len(users)} inputs, in order"
-            text = "\n".join(
-                render_file(
-                    "context_field",
-                    name=f"input {i}",
-                    role=v.role_description,
-                    value=shown(v, elide),
-                )
-                for i, v in enumerate(users, 1)
-            )
+        role, text = user_turn_context(self._user_inputs(node), elide)
         return render_file(
             "context_structured_call",
             field_names=self._quoted(),
