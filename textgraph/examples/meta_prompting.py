@@ -141,11 +141,12 @@ async def improve(
             for o, (_, gold) in zip(outcomes, problems, strict=True)
             if isinstance(o, tg.Variable) and not is_right(o, gold)
         ]
-        changed = 0
+        changed = unusable = 0
         if losses:
             await tg.sum(losses).abackward(engine=critic)
             before = [p.value for p in meta.parameters()]
-            await optimizer.astep()
+            updates = await optimizer.astep()
+            unusable = sum(1 for u in updates if u.warning)  # no usable rewrite: value kept
             changed = sum(b != p.value for b, p in zip(before, meta.parameters(), strict=True))
             optimizer.zero_grad()
         after, failed_after = await scored(meta, problems)
@@ -155,6 +156,7 @@ async def improve(
                 "wrong": len(losses),
                 "failed": failed,
                 "changed": changed,
+                "unusable": unusable,
                 "accuracy": after,
                 "failed_after": failed_after,  # counted in "accuracy" as wrong
             }
