@@ -278,6 +278,22 @@ class _LLMOperation(Operation):
     def _inputs(self, *rest: Variable) -> tuple[Variable, ...]:
         return self._prefix() + rest
 
+    def _user_inputs(self, node: Node) -> tuple[Variable, ...]:
+        return node.inputs[len(self._prefix()) :]
+
+    def location_of(self, node: Node, variable: Variable) -> str:
+        """Where `variable` sits in the call: the system prompt or demos, else the user turn
+        (numbered when it is made of several inputs). FormattedLLMCall names its fields."""
+        where = self._location_in_prefix(node, variable)
+        if where is not None:
+            return where
+        users = self._user_inputs(node)
+        if len(users) > 1:
+            for i, v in enumerate(users, 1):
+                if v is variable:
+                    return f"input {i} of the user message"
+        return "the input (user message)"
+
     def _system_block(self, node: Node, elide: Variable | None) -> str:
         """The system prompt and the demonstrations of this call, as context text."""
         block = ""
@@ -363,7 +379,7 @@ class LLMCall(_LLMOperation):
         return Variable._from_op(text, role_description=role, node=node)
 
     def describe(self, node: Node, elide: Variable | None = None) -> str:
-        role, text = user_turn_context(node.inputs[len(self._prefix()) :], elide)
+        role, text = user_turn_context(self._user_inputs(node), elide)
         return render_file(
             "context_llm_call",
             system_block=self._system_block(node, elide),
@@ -372,17 +388,6 @@ class LLMCall(_LLMOperation):
             output_role=node.output.role_description if node.output else "",
             output=shown(node.output, elide) if node.output else "",
         )
-
-    def location_of(self, node: Node, variable: Variable) -> str:
-        where = self._location_in_prefix(node, variable)
-        if where is not None:
-            return where
-        users = node.inputs[len(self._prefix()) :]
-        if len(users) > 1:
-            for i, v in enumerate(users, 1):
-                if v is variable:
-                    return f"input {i} of the user message"
-        return "the input (user message)"
 
 
 class FormattedLLMCall(_LLMOperation):

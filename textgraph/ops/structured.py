@@ -231,9 +231,6 @@ class StructuredLLMCall(_LLMOperation):
     def _quoted(self) -> str:
         return ", ".join(f'"{name}"' for name in self.field_names)
 
-    def _user_inputs(self, node: Node) -> tuple[Variable, ...]:
-        return node.inputs[len(self._prefix()) :]
-
     def describe(self, node: Node, elide: Variable | None = None) -> str:
         role, text = user_turn_context(self._user_inputs(node), elide)
         return render_file(
@@ -246,14 +243,3 @@ class StructuredLLMCall(_LLMOperation):
             output_role=node.output.role_description if node.output else "",
             output=shown(node.output, elide) if node.output else "",
         )
-
-    def location_of(self, node: Node, variable: Variable) -> str:
-        where = self._location_in_prefix(node, variable)
-        if where is not None:
-            return where
-        users = self._user_inputs(node)
-        if len(users) > 1:
-            for i, v in enumerate(users, 1):
-                if v is variable:
-                    return f"input {i} of the user message"
-        return "the input (user message)"
